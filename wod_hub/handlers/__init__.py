@@ -1,0 +1,15 @@
+"""Thin Tornado handlers served by the hub through ``Authenticator.get_handlers``."""
+
+from .login import WodLoginHandler
+from .recover import RecoverHandler
+from .register import RegisterHandler
+from .start import StartHandler
+
+
+def get_handlers():
+    return [
+        (r"/login", WodLoginHandler),
+        (r"/wod/register", RegisterHandler),
+        (r"/wod/start", StartHandler),
+        (r"/wod/recover", RecoverHandler),
+    ]

@@ -1,0 +1,121 @@
+"""POST /hub/wod/register: validate, take a seat, create the student, queue the e-mail."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from .. import seats
+from ..mail import enqueue
+from ..orm import Registration, State
+from ..registration import AlreadyRegistered, FormError, RegistrationForm, register
+from .login import REGISTRATION_FIELDS, WodLoginHandler
+
+
+class RegisterHandler(WodLoginHandler):
+    async def get(self):
+        self.redirect(self.settings["login_url"])
+
+    async def _form_page(self, status: int, form: dict, errors: dict | None = None, notice: str | None = None):
+        self.set_status(status)
+        html = await self._render(wod_form=form, wod_errors=errors or {}, wod_notice=notice)
+        self.finish(html)
+
+    async def post(self):
+        wod = await self.wod_ready()
+        auth = self.authenticator
+        data = self.form_data(*REGISTRATION_FIELDS)
+        shown = {k: v for k, v in data.items() if k != "terms"}
+
+        retry = wod.ip_limiter.hit(self.client_ip)
+        if retry is not None:
+            return await self._form_page(429, shown, notice=self.too_many(retry, "registrations"))
+        try:
+            form = RegistrationForm.parse(
+                data,
+                workshop_ids=[w.id for w in wod.catalog.workshops.values() if w.active],
+                denied_domains=auth.denied_email_domains,
+                require_company=auth.require_company,
+            )
+        except FormError as e:
+            return await self._form_page(400, shown, e.errors)
+        retry = wod.email_limiter.hit(form.email)
+        if retry is not None:
+            return await self._form_page(429, shown, notice=self.too_many(retry, "registrations for this address"))
+
+        workshop = wod.catalog.workshops[form.workshop_id]
+
+        async def queue_welcome(session, result):
+            await enqueue(
+                session,
+                to=result.email,
+                template="welcome",
+                context=self.welcome_context(wod, workshop, form, result),
+                registration_id=result.registration_id,
+                dedupe_key=f"reg:{result.registration_id}:welcome",
+            )
+
+        try:
+            async with wod.db.begin_write() as session:
+                result = await register(
+                    session,
+                    form,
+                    duration=workshop.duration,
+                    one_per_email_overall=auth.one_registration_per == "email",
+                    client_ip=self.client_ip,
+                    password_hash_for=wod.seat_password_hash,
+                    on_registered=queue_welcome,
+                )
+        except seats.WorkshopFull:
+            return await self._form_page(
+                409, shown, {"workshop": f"{workshop.name} is full right now. Try again later or pick another workshop."}
+            )
+        except seats.RegistrationClosed:
+            return await self._form_page(
+                409, shown, {"workshop": f"Registration for {workshop.name} is closed at the moment."}
+            )
+        except AlreadyRegistered as e:
+            name = wod.catalog.workshops[e.workshop_id].name if e.workshop_id in wod.catalog.workshops else e.workshop_id
+            return await self._form_page(
+                409,
+                shown,
+                {"email": f"This address is already registered for {name}. Use 'Lost my link?' to get a new login link."},
+            )
+
+        try:
+            await self.auth_to_user({"name": result.username, "admin": False, "groups": [workshop.id]})
+        except Exception:
+            self.log.exception("Could not create hub user %s; releasing the seat", result.username)
+            async with wod.db.begin_write() as session:
+                registration = await session.get(Registration, result.registration_id)
+                registration.state = State.failed.value
+                registration.error = "could not create the hub user"
+                await seats.release_seat(session, result.registration_id)
+            raise web.HTTPError(503, "We could not prepare your account. Please try again in a minute.") from None
+
+        if wod.sender is not None:
+            wod.sender.wake()
+        password = wod.seat_password(workshop.id, result.student_number, result.seat_generation)
+        html = await self.render_template(
+            "wod/registered.html",
+            workshop=workshop,
+            result=result,
+            password=password,
+            login_url=self.settings["login_url"],
+            recover_url=self.hub.base_url + "wod/recover",
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.finish(html)
+
+    def welcome_context(self, wod, workshop, form, result) -> dict:
+        return {
+            "first_name": form.first_name,
+            "last_name": form.last_name,
+            "workshop_id": workshop.id,
+            "workshop_name": workshop.name,
+            "workshop_image": workshop.workshop_image or "",
+            "duration_minutes": int(workshop.duration.total_seconds() // 60),
+            "expires_at": result.expires_at.isoformat() + "Z",
+            "username": result.username,
+            "hub_url": wod.hub_url,
+            "recover_url": wod.link("wod/recover"),
+        }
