@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -34,8 +35,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# Named constraints: alembic's SQLite batch mode can only drop/alter what has a name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class State(str, enum.Enum):
@@ -85,7 +95,12 @@ class WorkshopRow(Base):
     )
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)  # "WKSHP-Python101"
+    # the capacity the seat counter is checked against; never below seats_in_use (CHECK):
+    # while a lowered catalog capacity is still exceeded it equals seats_in_use, and each
+    # release lowers it toward configured_capacity (see seats.py)
     capacity: Mapped[int] = mapped_column(Integer, nullable=False)
+    # the capacity as the catalog says
+    configured_capacity: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     seats_in_use: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     range_min: Mapped[int] = mapped_column(Integer, nullable=False)
     range_max: Mapped[int] = mapped_column(Integer, nullable=False)
