@@ -91,7 +91,11 @@ class WorkshopSpec:
         if getattr(workshop, "range_min", None) is not None:
             lo, hi = workshop.range_min, workshop.range_max
         else:
-            r = getattr(workshop, "range", None) or getattr(workshop, "students", None)
+            r = (
+                getattr(workshop, "student_range", None)
+                or getattr(workshop, "range", None)
+                or getattr(workshop, "students", None)
+            )
             if isinstance(r, range):
                 lo, hi = r.start, r.stop - 1
             elif isinstance(r, (tuple, list)) and len(r) == 2:
