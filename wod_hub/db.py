@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -141,7 +142,12 @@ def _sqlite_on_connect(dbapi_connection, foreign_keys: bool) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0].lower() != "wal":
+            try:  # persistent; switching needs a moment alone with the file
+                cursor.execute("PRAGMA journal_mode = WAL")
+            except Exception as e:  # another connection is busy: a later one switches
+                log.debug("SQLite WAL switch postponed: %s", e)
         cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, much faster commits
         cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
     finally:
@@ -269,6 +275,11 @@ def _ensure_sqlite_dir(db_url: str) -> None:
         Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
+# alembic's ``context`` is a module-level proxy: one command at a time per process
+# (across processes, env.py serializes on the database)
+_ALEMBIC_LOCK = threading.Lock()
+
+
 def upgrade(db_url: str, revision: str = "head") -> None:
     from alembic import command
 
@@ -276,7 +287,8 @@ def upgrade(db_url: str, revision: str = "head") -> None:
     log.info(
         "Migrating wod-hub database %s to %s", make_url(db_url).render_as_string(True), revision
     )
-    command.upgrade(alembic_config(db_url), revision)
+    with _ALEMBIC_LOCK:
+        command.upgrade(alembic_config(db_url), revision)
 
 
 def head_revision() -> str | None:
