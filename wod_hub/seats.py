@@ -104,12 +104,15 @@ class WorkshopSpec:
                 raise TypeError(
                     f"workshop {wid}: no student range (expected range_min/range_max or range=(min, max))"
                 )
-        spec = cls(id=wid, capacity=int(workshop.capacity), range_min=int(lo), range_max=int(hi))
-        if spec.range_min < 0 or spec.range_max < spec.range_min:
-            raise ValueError(f"workshop {wid}: student range {lo}-{hi} is empty or negative")
-        if spec.capacity < 0:
-            raise ValueError(f"workshop {wid}: capacity {spec.capacity} is negative")
-        return spec
+        return cls(id=wid, capacity=int(workshop.capacity), range_min=int(lo), range_max=int(hi))
+
+    def __post_init__(self):
+        if self.range_min < 0 or self.range_max < self.range_min:
+            raise ValueError(
+                f"workshop {self.id}: student range {self.range_min}-{self.range_max} is empty or negative"
+            )
+        if self.capacity < 0:
+            raise ValueError(f"workshop {self.id}: capacity {self.capacity} is negative")
 
     def __contains__(self, student_number: int) -> bool:
         return self.range_min <= student_number <= self.range_max
