@@ -181,3 +181,59 @@ def test_fixture_fails_not_skips_without_an_engine(tmp_path):
     assert inner.returncode == 1, inner.stdout
     assert "1 error" in inner.stdout and "skipped" not in inner.stdout
     assert "the Docker engine could not start" in inner.stdout
+
+
+HOST_NETWORK_SPAWNER = """
+from dockerspawner import DockerSpawner
+from jupyterhub.utils import random_port
+
+class HostNetworkDockerSpawner(DockerSpawner):
+    # host networking: every server needs its own port on 127.0.0.1
+    async def start(self):
+        self.port = random_port()
+        return await super().start()
+
+    async def get_ip_and_port(self):
+        return "127.0.0.1", self.port
+
+c.JupyterHub.spawner_class = HostNetworkDockerSpawner
+c.DockerSpawner.image = {image!r}
+c.DockerSpawner.network_name = "host"
+c.DockerSpawner.use_internal_ip = True  # no port bindings: host networking has none
+c.DockerSpawner.ip = "127.0.0.1"
+c.DockerSpawner.mem_limit = "256M"
+c.DockerSpawner.remove = True
+c.DockerSpawner.pull_policy = "never"
+c.DockerSpawner.name_template = {name!r}
+c.DockerSpawner.client_kwargs = {{"base_url": {host!r}}}
+c.Spawner.start_timeout = 120
+"""
+
+
+@pytest.mark.docker
+def test_dockerspawner_runs_jupyterhub_singleuser_from_the_image(docker_engine, hub_factory):
+    name = f"wod-test-{secrets.token_hex(4)}"
+    spawner = HOST_NETWORK_SPAWNER.format(
+        image=docker_engine.image, name=name, host=docker_engine.host
+    )
+    hub = hub_factory(stock=True, spawner=spawner)
+    assert hub.api("POST", "/users/alice").status_code == 201
+    t0 = time.monotonic()
+    spawn = hub.api("POST", "/users/alice/server")
+    assert spawn.status_code in (201, 202), f"{spawn.text}\n{hub.log_tail()}"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not hub.api("GET", "/users/alice").json()["servers"].get("", {}).get("ready"):
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.25)
+    print(f"DockerSpawner spawn to ready: {time.monotonic() - t0:.1f}s")
+    host_config = json.loads(docker_engine.docker("inspect", name).stdout)[0]["HostConfig"]
+    assert host_config["Memory"] == MEMORY
+    # through the proxy into the container: jupyterhub-singleuser itself refuses a stranger
+    r = requests.get(f"{hub.url}/user/alice/api/status", allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and r.json()["message"] == "Forbidden"
+    assert hub.api("DELETE", "/users/alice/server").status_code in (202, 204)
+    deadline = time.monotonic() + 60
+    while hub.api("GET", "/users/alice").json()["servers"]:
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.25)
+    assert container_gone(docker_engine, name)
