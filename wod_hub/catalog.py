@@ -72,8 +72,20 @@ class Problem:
     severity: str = ERROR
 
     def __str__(self) -> str:
-        where = f"{self.path}: {self.field}: " if self.field else f"{self.path}: "
+        path = _display(self.path)
+        where = f"{path}: {self.field}: " if self.field else f"{path}: "
         return where + self.message
+
+
+def _display(path: Path) -> str:
+    """Paths under the working directory are shown relative to it, as authors typed them."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -375,11 +387,12 @@ class _Reader:
             fields["capacity"] = fields["student_range"][1] - fields["student_range"][0] + 1
         elif fields["capacity"] > fields["student_range"][1] - fields["student_range"][0] + 1:
             low, high = fields["student_range"]
-            self.add(
-                meta,
-                "capacity",
-                f"{fields['capacity']} is larger than the student range {low}-{high} ({high - low + 1} students)",
-            )
+            message = f"{fields['capacity']} is larger than the student range {low}-{high} ({high - low + 1} students)"
+            if meta.name == "wod.yml":  # real original content does this: load it, capped
+                fields["capacity"] = high - low + 1
+                self.add(meta, "capacity", f"{message}; capped to {high - low + 1}", WARNING)
+            else:
+                self.add(meta, "capacity", message)
 
         hooks = self.hooks(folder, meta, fields.pop("hooks", {}))
         notebooks, first = self.notebooks(folder, meta, fields.pop("notebook_order", None))
@@ -495,7 +508,7 @@ def load_catalog(dirs: Sequence[Path | str]) -> Catalog:
                 reader.add(
                     workshop.metadata_path,
                     "id",
-                    f"duplicate workshop id {workshop.id!r}: also used by {seen_here[workshop.id]}",
+                    f"duplicate workshop id {workshop.id!r}: also used by {_display(seen_here[workshop.id])}",
                 )
                 continue
             seen_here[workshop.id] = folder
@@ -543,7 +556,7 @@ def _check_ranges(workshops: Iterable[Workshop], problems: list[Problem]) -> Non
                     a.metadata_path,
                     fld,
                     f"student range {a.student_range[0]}-{a.student_range[1]} of {a.id} overlaps "
-                    f"{b.student_range[0]}-{b.student_range[1]} of {b.id} ({b.metadata_path})",
+                    f"{b.student_range[0]}-{b.student_range[1]} of {b.id} ({_display(b.metadata_path)})",
                 )
             )
 
