@@ -1,0 +1,177 @@
+"""pytest plugin: a real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives.
+
+Fixture ``smtp_server`` (function scope): a :class:`SMTPServer` with
+
+- ``.port``, ``.host``; ``.messages``: parsed :class:`email.message.EmailMessage` objects,
+  ``.envelopes``: ``(mail_from, rcpt_tos)`` of each;
+- ``.stop()`` / ``.start()``: an outage, then the server back on the *same* port;
+- ``wait_for(pred, timeout)`` / ``wait_for_count(pred, n, timeout)``: block the calling thread
+  (sync tests only: they refuse to run inside an event loop);
+- ``await async_wait_for(...)`` / ``await async_wait_for_count(...)``: the same without
+  blocking the loop (async tests);
+- ``text_of(msg)``, ``html_of(msg)``, ``first_link(msg, pattern)``.
+
+The server runs in aiosmtpd's own thread and event loop, so it keeps answering while
+the test's loop waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+
+Predicate = Callable[[EmailMessage], bool]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    # aiosmtpd's Controller cannot listen on port 0: pick a free port first
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def text_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    return part.get_content() if part is not None else ""
+
+
+def html_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("html",))
+    return part.get_content() if part is not None else ""
+
+
+def first_link(msg: EmailMessage | str, pattern: str | re.Pattern = r"https?://\S+") -> str | None:
+    """The first URL in the text part (or in a string) matching ``pattern``; a group 1
+    in the pattern, if any, is what is returned."""
+    text = msg if isinstance(msg, str) else text_of(msg)
+    m = re.compile(pattern).search(text)
+    if m is None:
+        return None
+    return m.group(1) if m.re.groups else m.group(0)
+
+
+class _Collector:
+    def __init__(self, server: SMTPServer):
+        self.server = server
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler API
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        self.server._received(msg, envelope.mail_from, list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+class SMTPServer:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self._cond = threading.Condition()
+        self._controller: Controller | None = None
+
+    def _received(self, msg: EmailMessage, mail_from: str, rcpt_tos: list[str]) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self.envelopes.append((mail_from, rcpt_tos))
+            self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self) -> None:
+        if self._controller is None:
+            controller = Controller(
+                _Collector(self), hostname=self.host, port=self.port, enable_SMTPUTF8=True
+            )
+            controller.start()
+            self._controller = controller
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+            self.envelopes.clear()
+
+    def matching(self, pred: Predicate | None = None) -> list[EmailMessage]:
+        with self._cond:
+            return [m for m in self.messages if pred is None or pred(m)]
+
+    # ---- sync waits (sync tests) ---------------------------------------------------
+    def wait_for_count(
+        self, pred: Predicate | None, count: int, timeout: float = 10
+    ) -> list[EmailMessage]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "smtp_server.wait_for* blocks the event loop: use `await smtp_server.async_wait_for*`."
+            )
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in self.messages if pred is None or pred(m)]
+                left = deadline - time.monotonic()
+                if len(found) >= count or left <= 0:
+                    break
+                self._cond.wait(left)
+        if len(found) < count:
+            raise TimeoutError(self._timeout_message(count, len(found), timeout))
+        return found
+
+    def wait_for(self, pred: Predicate | None = None, timeout: float = 10) -> EmailMessage:
+        return self.wait_for_count(pred, 1, timeout)[0]
+
+    # ---- async waits (async tests) -------------------------------------------------
+    async def async_wait_for_count(
+        self, pred: Predicate | None, count: int, timeout: float = 10
+    ) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(pred)
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(self._timeout_message(count, len(found), timeout))
+            await asyncio.sleep(0.02)
+
+    async def async_wait_for(
+        self, pred: Predicate | None = None, timeout: float = 10
+    ) -> EmailMessage:
+        return (await self.async_wait_for_count(pred, 1, timeout))[0]
+
+    def _timeout_message(self, count: int, found: int, timeout: float) -> str:
+        subjects = [str(m["Subject"]) for m in self.matching()]
+        return f"expected {count} matching e-mail(s) within {timeout}s, got {found}; all received: {subjects}"
+
+    # helpers as methods too, for tests that only hold the fixture
+    text_of = staticmethod(text_of)
+    html_of = staticmethod(html_of)
+    first_link = staticmethod(first_link)
+
+
+@pytest.fixture
+def smtp_server():
+    server = SMTPServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
