@@ -35,4 +35,4 @@ class WodLoginHandler(WodMixin, LoginHandler):
             "wod_register_url": self.hub.base_url + "wod/register",
             "wod_recover_url": self.hub.base_url + "wod/recover",
         }
-        return await super()._render(login_error=login_error, username=username, **ns, **kwargs)
+        return await super()._render(login_error=login_error, username=username or "", **ns, **kwargs)
