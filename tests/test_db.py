@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
+import sys
 
 import pytest
 import pytest_asyncio
@@ -184,6 +185,40 @@ async def test_concurrent_migrations_migrate_once(any_db_url):
     finally:
         await a.dispose()
         await b.dispose()
+
+
+@pytest.mark.slow
+async def test_migrations_from_several_processes_at_once(any_db_url):
+    """Three `wod-hub db upgrade` processes on one fresh database (hub + services starting
+    together): all succeed, the schema is made once (BEGIN IMMEDIATE / advisory lock)."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wod_hub.cli", "db", "upgrade", "--db-url", any_db_url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [(await p.communicate())[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert sum("upgraded (empty)" in out for out in outputs) >= 1
+    assert _tables(any_db_url) == WOD_TABLES | {VERSION_TABLE}
+    db = Database(any_db_url)
+    try:
+        assert await db.current() == head_revision()
+    finally:
+        await db.dispose()
+
+
+async def test_cli_unreachable_database_says_so(capsys):
+    parser = argparse.ArgumentParser(prog="wod-hub")
+    db_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["db", "upgrade", "--db-url", "postgresql://nobody@127.0.0.1:1/nowhere"]
+    )
+    with pytest.raises(
+        SystemExit, match="Cannot use the database postgresql://nobody@127.0.0.1:1/nowhere"
+    ):
+        await args.func(args)
 
 
 async def test_cli_upgrade_twice_and_current(any_db_url, capsys):

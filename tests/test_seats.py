@@ -116,7 +116,7 @@ async def test_sync_accepts_catalog_like_objects(db):
     "specs, words",
     [
         ((W(id="A", capacity=1, range=(1, 10)), W(id="B", capacity=1, range=(10, 20))), "overlap"),
-        ((W(id="A", capacity=1, range=(10, 5)),), "A: student range 10-5 is empty"),
+        ((W(id="A", capacity=1, range=(10, 5)),), "A: student range 10-5 is reversed"),
         ((W(id="A", capacity=-1, range=(1, 5)),), "A: capacity -1 is negative"),
     ],
     ids=["overlapping-ranges", "empty-range", "negative-capacity"],
@@ -124,6 +124,16 @@ async def test_sync_accepts_catalog_like_objects(db):
 async def test_sync_refuses_bad_specs(db, specs, words):
     with pytest.raises(ValueError, match=words):
         await sync(db, *specs)
+
+
+async def test_workshop_without_range_has_no_seats(db):
+    await sync(
+        db, W(id="A", capacity=0, student_range=(0, -1)), W(id="B", capacity=1, range=(1, 2))
+    )
+    assert (await stats(db))["A"]["free"] == 0 and sorted(await seat_rows(db)) == [1, 2]
+    (r,) = await registrations(db, "A", 1)
+    with pytest.raises(seats.WorkshopFull):
+        await allocate(db, "A", r)
 
 
 async def test_sync_fast_for_10_workshops_of_1000_seats(db):

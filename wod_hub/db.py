@@ -300,6 +300,9 @@ def head_revision() -> str | None:
 def current_revision(db_url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
+    url = _parse(db_url)
+    if url.drivername in _SQLITE_NAMES and not Path(url.database).expanduser().exists():
+        return None  # asking must not create the file
     engine = create_sync_engine(db_url)
     try:
         with engine.connect() as conn:

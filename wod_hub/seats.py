@@ -107,12 +107,17 @@ class WorkshopSpec:
         return cls(id=wid, capacity=int(workshop.capacity), range_min=int(lo), range_max=int(hi))
 
     def __post_init__(self):
-        if self.range_min < 0 or self.range_max < self.range_min:
+        # an empty range (max = min - 1, the catalog's "no range") is a workshop without seats
+        if self.range_min < 0 or self.range_max < self.range_min - 1:
             raise ValueError(
-                f"workshop {self.id}: student range {self.range_min}-{self.range_max} is empty or negative"
+                f"workshop {self.id}: student range {self.range_min}-{self.range_max} is reversed or negative"
             )
         if self.capacity < 0:
             raise ValueError(f"workshop {self.id}: capacity {self.capacity} is negative")
+
+    @property
+    def size(self) -> int:
+        return self.range_max - self.range_min + 1
 
     def __contains__(self, student_number: int) -> bool:
         return self.range_min <= student_number <= self.range_max
@@ -140,7 +145,7 @@ def _insert_ignore(session: AsyncSession):
 
 
 def _check_overlaps(specs: list[WorkshopSpec]) -> None:
-    ordered = sorted(specs, key=lambda s: s.range_min)
+    ordered = sorted((s for s in specs if s.size > 0), key=lambda s: s.range_min)
     for a, b in zip(ordered, ordered[1:], strict=False):
         if b.range_min <= a.range_max:
             raise ValueError(
@@ -237,7 +242,7 @@ async def sync_workshops(
         await session.execute(select(Seat.student_number, Seat.workshop_id, Seat.registration_id))
     ).all()
     known = {n: (wid, rid) for n, wid, rid in seats}
-    ranges = sorted(specs, key=lambda s: s.range_min)
+    ranges = sorted((s for s in specs if s.size > 0), key=lambda s: s.range_min)
 
     def owner_of(number: int) -> WorkshopSpec | None:
         for spec in ranges:

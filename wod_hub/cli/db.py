@@ -10,6 +10,8 @@ scripts (e.g. migrate once before rolling several hubs).
 
 from __future__ import annotations
 
+from sqlalchemy.exc import OperationalError
+
 from ..db import ENV_DB_URL, Database, DatabaseURLError, head_revision, resolve_db_url
 
 
@@ -20,12 +22,18 @@ def _database(args) -> Database:
         raise SystemExit(str(e)) from None
 
 
+def _unreachable(db: Database, error: OperationalError) -> SystemExit:
+    return SystemExit(f"Cannot use the database {db.safe_url}: {error.orig or error}")
+
+
 async def upgrade_cmd(args) -> int:
     db = _database(args)
     try:
         before = await db.current()
         await db.migrate()
         after = await db.current()
+    except OperationalError as e:
+        raise _unreachable(db, e) from None
     finally:
         await db.dispose()
     if before == after:
@@ -39,6 +47,8 @@ async def current_cmd(args) -> int:
     db = _database(args)
     try:
         current = await db.current()
+    except OperationalError as e:
+        raise _unreachable(db, e) from None
     finally:
         await db.dispose()
     head = head_revision()
