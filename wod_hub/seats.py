@@ -177,7 +177,10 @@ async def sync_workshops(
         row.id: row
         for row in (
             await session.execute(
-                select(WorkshopRow).with_for_update().execution_options(populate_existing=True)
+                select(WorkshopRow)
+                .order_by(WorkshopRow.id)  # one lock order: concurrent syncs never deadlock
+                .with_for_update()
+                .execution_options(populate_existing=True)
             )
         ).scalars()
     }
@@ -361,9 +364,19 @@ def _log_report(report: SyncReport) -> None:
 
 
 async def allocate_seat(
-    session: AsyncSession, workshop_id: str, registration_id: int, *, now: datetime | None = None
+    session: AsyncSession,
+    workshop_id: str,
+    registration_id: int,
+    *,
+    now: datetime | None = None,
+    student_number: int | None = None,
+    even_if_closed: bool = False,
 ) -> Seat:
     """Take the lowest free seat of ``workshop_id`` for ``registration_id``.
+
+    ``student_number`` takes that seat instead (admin test registrations: ``wod-hub action
+    CREATE``); ``even_if_closed`` lets an admin test a workshop before opening it. Both go
+    through the same capacity gate.
 
     Runs in the caller's write transaction (``db.begin_write()``); if the caller rolls
     back, the seat and the counter go back with it. Raises :class:`UnknownWorkshop`,
@@ -377,7 +390,7 @@ async def allocate_seat(
         .where(
             WorkshopRow.id == workshop_id,
             WorkshopRow.seats_in_use < WorkshopRow.capacity,
-            WorkshopRow.registration_open.is_(True),
+            WorkshopRow.registration_open.is_(True) | (even_if_closed is True),
         )
         .values(seats_in_use=WorkshopRow.seats_in_use + 1)
         .returning(WorkshopRow.range_min, WorkshopRow.range_max)
@@ -407,6 +420,7 @@ async def allocate_seat(
                 Seat.registration_id.is_(None),
                 Seat.disabled.is_(False),
                 Seat.student_number.between(range_min, range_max),
+                *(() if student_number is None else (Seat.student_number == student_number,)),
             )
             .order_by(Seat.student_number)
             .limit(1)
