@@ -3,7 +3,8 @@
 Fixture ``smtp_server`` (function scope): a :class:`SMTPServer` with
 
 - ``.port``, ``.host``; ``.messages``: parsed :class:`email.message.EmailMessage` objects,
-  ``.envelopes``: ``(mail_from, rcpt_tos)`` of each;
+  ``.envelopes``: ``(mail_from, rcpt_tos)`` of each, ``.peers``: the client address of each
+  (how many SMTP connections carried them);
 - ``.stop()`` / ``.start()``: an outage, then the server back on the *same* port;
 - ``wait_for(pred, timeout)`` / ``wait_for_count(pred, n, timeout)``: block the calling thread
   (sync tests only: they refuse to run inside an event loop);
@@ -67,7 +68,7 @@ class _Collector:
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler API
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
-        self.server._received(msg, envelope.mail_from, list(envelope.rcpt_tos))
+        self.server._received(msg, envelope.mail_from, list(envelope.rcpt_tos), session.peer)
         return "250 Message accepted for delivery"
 
 
@@ -77,13 +78,15 @@ class SMTPServer:
         self.port = port or free_port(host)
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.peers: list = []  # client (host, port) of each message: one per SMTP connection
         self._cond = threading.Condition()
         self._controller: Controller | None = None
 
-    def _received(self, msg: EmailMessage, mail_from: str, rcpt_tos: list[str]) -> None:
+    def _received(self, msg: EmailMessage, mail_from: str, rcpt_tos: list[str], peer) -> None:
         with self._cond:
             self.messages.append(msg)
             self.envelopes.append((mail_from, rcpt_tos))
+            self.peers.append(peer)
             self._cond.notify_all()
 
     @property
@@ -107,6 +110,7 @@ class SMTPServer:
         with self._cond:
             self.messages.clear()
             self.envelopes.clear()
+            self.peers.clear()
 
     def matching(self, pred: Predicate | None = None) -> list[EmailMessage]:
         with self._cond:

@@ -354,19 +354,26 @@ class MailSender:
             .limit(self.mailer.batch_size)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serializes writers anyway
         )
-        # `due` again on the row itself: a row another sender claimed meanwhile is not ours
-        stmt = (
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(candidates.scalar_subquery()), due)
-            .values(
-                state=SENDING,
-                claimed_by=self.instance_id,
-                claimed_until=at + timedelta(seconds=self.mailer.claim_timeout),
-            )
-            .returning(OutboxMessage.id)
-            .execution_options(synchronize_session=False)
-        )
         async with self.sessionmaker() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                # a CTE runs once; PostgreSQL may re-run an IN (subquery ... LIMIT) per row
+                # and then claim more than batch_size rows
+                picked = candidates.cte("due_outbox_ids")
+                which = OutboxMessage.id == picked.c.id
+            else:
+                which = OutboxMessage.id.in_(candidates.scalar_subquery())
+            # `due` again on the row itself: a row another sender claimed meanwhile is not ours
+            stmt = (
+                update(OutboxMessage)
+                .where(which, due)
+                .values(
+                    state=SENDING,
+                    claimed_by=self.instance_id,
+                    claimed_until=at + timedelta(seconds=self.mailer.claim_timeout),
+                )
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            )
             return sorted((await session.execute(stmt)).scalars().all())
 
     def _mine(self, message_id: int):
