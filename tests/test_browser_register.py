@@ -35,7 +35,14 @@ def test_register_in_chromium(page, hub_factory, smtp_server, tmp_path):
     assert username == "student11"
     page.screenshot(path=str(tmp_path / "registered.png"))
 
-    msg = smtp_server.wait_for(lambda m: "grace@example.org" in m["To"], timeout=20)
+    # Playwright's sync API runs an event loop in this thread: poll through it
+    for _ in range(200):
+        found = smtp_server.matching(lambda m: "grace@example.org" in m["To"])
+        if found:
+            break
+        page.wait_for_timeout(100)
+    assert found, "the welcome e-mail did not arrive"
+    msg = found[0]
     link = LINK.search(smtp_server.text_of(msg)).group(1)
     page.goto(link)
     page.click("#wod-start-button")
