@@ -137,6 +137,15 @@ def backoff(attempts: int, base: float = 30.0, cap: float = 1800.0) -> timedelta
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
 
 
+_USER_PATH = re.compile(r"/(?:user|spawn|spawn-pending)/(student\d+)(?:[/?#]|$)")
+
+
+def username_in_path(path: str) -> str | None:
+    """The student whose server a URL path points at (``/user/student3/lab``), if any."""
+    m = _USER_PATH.search(path or "")
+    return m[1] if m else None
+
+
 # ---- completion --------------------------------------------------------------------------
 
 

@@ -7,7 +7,11 @@ from .start import StartHandler
 
 
 def get_handlers():
+    from . import api_lifecycle, participant
+
     return [
+        *api_lifecycle.get_handlers(),
+        *participant.get_handlers(),
         (r"/login", WodLoginHandler),
         (r"/wod/register", RegisterHandler),
         (r"/wod/start", StartHandler),

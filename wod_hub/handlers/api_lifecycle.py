@@ -1,0 +1,550 @@
+"""The hub side of time-bombed sessions, for the ``wod-hub-lifecycle`` service.
+
+All under ``/hub/api/wod/lifecycle/`` and protected by ``custom:wod:lifecycle``
+(admins' ``custom:wod:admin`` / ``admin:users`` pass too)::
+
+    GET  due?reminder_before=S&limit=N&worker=W   registrations with a reminder or end path due
+    GET  registrations/{id}                       one registration's lifecycle model
+    POST registrations/{id}/claim     {worker, ttl}     take/renew the claim (409: someone else's)
+    POST registrations/{id}/release   {worker}
+    POST registrations/{id}/reminder  {}                queue the reminder once
+    POST registrations/{id}/steps/{step} {worker, ttl}  begin|stop|cleanup|reset|purge|final_mail|end
+    POST registrations/{id}/failure   {worker, step, error, retry_in}
+    POST users/{name}/end             {reason}          make a running session due now (process guard)
+    POST events                       {username, kind, detail}  audit (process guard)
+
+and, for admins (``custom:wod:admin``): ``POST /hub/api/wod/registrations/{id}/extend {minutes}``.
+
+A step answers 200 ``{"ok": true, "done": bool, "registration": {...}}`` (``done`` false:
+it had been done before), or 200 ``{"ok": false, "error": ...}`` after recording the failure
+on the registration (retry with backoff, error shown to admins), or 409 when the worker
+does not hold the claim or the server still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from datetime import timedelta
+from pathlib import Path
+
+from jupyterhub.apihandlers import APIHandler
+from sqlalchemy import or_, select
+from tornado import web
+
+from .. import guard, lifecycle
+from ..lifecycle import LifecycleSettings, NotAllowed, NotClaimed, TooLate
+from ..orm import Badge, Participant, Registration, utcnow
+from ..seats import release_seat
+from .base import ADMIN_SCOPES, LIFECYCLE_SCOPES, WodMixin, require_any_scope
+
+_SETTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_TTL = 3600.0
+
+
+def lifecycle_settings(authenticator) -> LifecycleSettings:
+    """The hub's :class:`LifecycleSettings`, configured from jupyterhub_config.py."""
+    settings = _SETTINGS.get(authenticator)
+    if settings is None:
+        settings = _SETTINGS[authenticator] = LifecycleSettings(parent=authenticator)
+    return settings
+
+
+def home_of(handler, username: str | None) -> Path | None:
+    """The student's home directory on this machine, if the spawner has one."""
+    if not username:
+        return None
+    user = handler.find_user(username)
+    spawner = user.spawner if user is not None else None
+    for name in ("wod_home_dir", "home_dir"):
+        value = getattr(spawner, name, None)
+        if callable(value):
+            value = value()
+        if value:
+            return Path(value)
+    uid_home = None
+    try:
+        import pwd
+
+        uid_home = pwd.getpwnam(username).pw_dir
+    except KeyError:
+        pass
+    return Path(uid_home) if uid_home else None
+
+
+async def run_workshop_hook(
+    wod, workshop, name: str, registration: Registration, home: Path | None, timeout: float
+):
+    """Run a workshop's cleanup/reset hook, if it has one (raises HookError on failure)."""
+    if workshop is None or name not in getattr(workshop, "hooks", {}):
+        return None
+    from ..hooks import hook_env, run_hook
+
+    env = hook_env(
+        workshop,
+        name,
+        student_number=registration.student_number,
+        username=registration.username,
+        home=home,
+        hub_url=wod.hub_url,
+        variables={**wod.catalog.variables, **workshop.variables},
+        extra={"WOD_REGISTRATION": str(registration.id)},
+    )
+    return await run_hook(workshop, name, env, timeout)
+
+
+def registration_model(
+    registration: Registration, workshop=None, action: str | None = None
+) -> dict:
+    def when(value):
+        return lifecycle.iso_z(value) if value is not None else None
+
+    needs_reset = bool(getattr(workshop, "reset", False))
+    model = {
+        "id": registration.id,
+        "username": registration.username,
+        "workshop_id": registration.workshop_id,
+        "state": registration.state,
+        "ended_reason": registration.ended_reason,
+        "expires_at": when(registration.expires_at),
+        "reminded_at": when(registration.reminded_at),
+        "extended_by_participant": registration.extended_by_participant,
+        "completion": registration.completion,
+        "needs_reset": needs_reset,
+        "next_step": lifecycle.next_step(registration, needs_reset=needs_reset)
+        if registration.state in lifecycle.ENDING_STATES
+        else None,
+        "step_attempts": registration.step_attempts,
+        "next_attempt_at": when(registration.next_attempt_at),
+        "error": registration.error,
+        "claimed_by": registration.claimed_by,
+        "claimed_until": when(registration.claimed_until),
+    }
+    for column in lifecycle.STEP_COLUMNS.values():
+        model[column] = when(getattr(registration, column))
+    if action is not None:
+        model["action"] = action
+    return model
+
+
+class WodAPIHandler(WodMixin, APIHandler):
+    required_scopes = LIFECYCLE_SCOPES
+    what = "the lifecycle API"
+
+    async def prepare(self):
+        await super().prepare()
+        if self._finished:
+            return
+        require_any_scope(self, self.required_scopes, self.what)
+
+    def json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data, default=str))
+
+    def body(self) -> dict:
+        data = self.get_json_body()
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "Send a JSON object as the request body.")
+        return data
+
+    def worker_of(self, data: dict) -> str:
+        worker = data.get("worker")
+        if not isinstance(worker, str) or not worker.strip() or len(worker) > 100:
+            raise web.HTTPError(400, 'Send {"worker": "<this sweeper\'s id, 1-100 characters>"}.')
+        return worker
+
+    @staticmethod
+    def seconds(data: dict, key: str, default: float, maximum: float = MAX_TTL) -> timedelta:
+        value = data.get(key, default)
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 0 < value <= maximum
+        ):
+            raise web.HTTPError(
+                400, f"{key} must be a number of seconds between 0 and {maximum:g}."
+            )
+        return timedelta(seconds=value)
+
+    def settings_(self) -> LifecycleSettings:
+        return lifecycle_settings(self.authenticator)
+
+    async def model(self, wod, registration_id: int, **extra) -> dict:
+        async with wod.db.session() as session:
+            registration = await session.get(Registration, registration_id)
+        if registration is None:
+            raise web.HTTPError(404, f"No registration {registration_id}.")
+        return registration_model(
+            registration, wod.catalog.workshops.get(registration.workshop_id), **extra
+        )
+
+
+class DueAPIHandler(WodAPIHandler):
+    async def get(self):
+        wod = await self.wod_ready()
+        try:
+            before = timedelta(seconds=float(self.get_argument("reminder_before", "3600")))
+            limit = min(max(int(self.get_argument("limit", "200")), 1), 5000)
+        except ValueError:
+            raise web.HTTPError(
+                400, "reminder_before (seconds) and limit must be numbers."
+            ) from None
+        worker = self.get_argument("worker", "")
+        now = utcnow()
+        R = Registration
+        free = or_(
+            R.claimed_by.is_(None),
+            R.claimed_until.is_(None),
+            R.claimed_until < now,
+            R.claimed_by == worker,
+        )
+        async with wod.db.session() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(R)
+                        .where(lifecycle.due_clause(now, before), free)
+                        .order_by(R.expires_at)
+                        .limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        items = []
+        for r in rows:
+            action = lifecycle.due_action(r, now, before)
+            if action is not None:
+                items.append(
+                    registration_model(r, wod.catalog.workshops.get(r.workshop_id), action=action)
+                )
+        self.json({"now": lifecycle.iso_z(now), "registrations": items})
+
+
+class RegistrationAPIHandler(WodAPIHandler):
+    async def get(self, registration_id):
+        wod = await self.wod_ready()
+        self.json(await self.model(wod, int(registration_id)))
+
+
+class ClaimAPIHandler(WodAPIHandler):
+    async def post(self, registration_id):
+        wod = await self.wod_ready()
+        data = self.body()
+        worker = self.worker_of(data)
+        ttl = self.seconds(data, "ttl", 300)
+        rid = int(registration_id)
+        async with wod.db.begin_write() as session:
+            taken = await lifecycle.claim(session, rid, worker, ttl, utcnow())
+            registration = await session.get(Registration, rid)
+        if registration is None:
+            raise web.HTTPError(404, f"No registration {rid}.")
+        if not taken:
+            raise web.HTTPError(
+                409, f"Registration {rid} is being processed by {registration.claimed_by}."
+            )
+        self.json(
+            registration_model(registration, wod.catalog.workshops.get(registration.workshop_id))
+        )
+
+
+class ReleaseAPIHandler(WodAPIHandler):
+    async def post(self, registration_id):
+        wod = await self.wod_ready()
+        worker = self.worker_of(self.body())
+        async with wod.db.begin_write() as session:
+            await lifecycle.release(session, int(registration_id), worker)
+        self.json(await self.model(wod, int(registration_id)))
+
+
+class ReminderAPIHandler(WodAPIHandler):
+    async def post(self, registration_id):
+        from ..mail import enqueue
+
+        wod = await self.wod_ready()
+        rid = int(registration_id)
+        now = utcnow()
+        async with wod.db.begin_write() as session:
+            registration = await session.get(Registration, rid)
+            if registration is None:
+                raise web.HTTPError(404, f"No registration {rid}.")
+            sent = await lifecycle.mark_reminded(session, rid, now)
+            if sent:
+                participant = await session.get(Participant, registration.participant_id)
+                workshop = wod.catalog.workshops.get(registration.workshop_id)
+                context = lifecycle.reminder_context(
+                    participant,
+                    registration,
+                    workshop,
+                    now=now,
+                    hub_url=wod.hub_url,
+                    home_url=wod.link("home"),
+                )
+                await enqueue(
+                    session,
+                    to=participant.email,
+                    template="reminder",
+                    context=context,
+                    registration_id=rid,
+                    dedupe_key=f"reg:{rid}:reminder",
+                )
+                lifecycle.event(session, "reminder", rid, "lifecycle", now)
+        if sent and wod.sender is not None:
+            wod.sender.wake()
+        self.json({"sent": sent})
+
+
+class StepAPIHandler(WodAPIHandler):
+    STEPS = ("begin", *lifecycle.END_STEPS)
+
+    async def post(self, registration_id, step):
+        if step not in self.STEPS:
+            raise web.HTTPError(404, f"Unknown step {step!r}: one of {', '.join(self.STEPS)}.")
+        wod = await self.wod_ready()
+        data = self.body()
+        worker = self.worker_of(data)
+        ttl = self.seconds(data, "ttl", 300)
+        retry_in = self.seconds(data, "retry_in", 60, maximum=24 * 3600)
+        rid = int(registration_id)
+        async with wod.db.begin_write() as session:
+            if not await lifecycle.claim(session, rid, worker, ttl, utcnow()):
+                registration = await session.get(Registration, rid)
+                if registration is None:
+                    raise web.HTTPError(404, f"No registration {rid}.")
+                raise web.HTTPError(
+                    409, f"Registration {rid} is being processed by {registration.claimed_by}."
+                )
+            registration = await session.get(Registration, rid)
+        if registration is None:
+            raise web.HTTPError(404, f"No registration {rid}.")
+        workshop = wod.catalog.workshops.get(registration.workshop_id)
+        try:
+            done = await getattr(self, f"step_{step}")(wod, registration, workshop, worker)
+        except NotClaimed as e:
+            raise web.HTTPError(409, str(e)) from None
+        except web.HTTPError:
+            raise
+        except Exception as e:  # a hook, the file system, the mail context: recorded, retried
+            self.log.warning("Lifecycle step %s of registration %s failed: %s", step, rid, e)
+            async with wod.db.begin_write() as session:
+                await lifecycle.record_failure(
+                    session, rid, worker, step, str(e) or e.__class__.__name__, utcnow(), retry_in
+                )
+            return self.json(
+                {"ok": False, "error": str(e), "registration": await self.model(wod, rid)}
+            )
+        self.json({"ok": True, "done": done, "registration": await self.model(wod, rid)})
+
+    # ---- the steps (each idempotent) --------------------------------------------------
+    async def step_begin(self, wod, registration, workshop, worker) -> bool:
+        if registration.state in lifecycle.ENDING_STATES:
+            return False
+        async with wod.db.begin_write() as session:
+            began = await lifecycle.begin_end(
+                session, registration.id, worker, utcnow(), wod.seat_password_hash
+            )
+        if not began:
+            raise web.HTTPError(
+                409, f"Registration {registration.id} is not due to end ({registration.state})."
+            )
+        return True
+
+    async def step_stop(self, wod, registration, workshop, worker) -> bool:
+        user = self.find_user(registration.username) if registration.username else None
+        spawner = user.spawners.get("") if user is not None else None
+        if spawner is not None and spawner.active:
+            raise web.HTTPError(
+                409, f"{registration.username}'s server is still running: stop it first."
+            )
+        async with wod.db.begin_write() as session:
+            return await lifecycle.mark_step(session, registration.id, worker, "stop", utcnow())
+
+    async def step_cleanup(self, wod, registration, workshop, worker) -> bool:
+        if registration.cleaned_at is not None:
+            return False
+        settings = self.settings_()
+        home = home_of(self, registration.username)
+        await run_workshop_hook(wod, workshop, "cleanup", registration, home, settings.hook_timeout)
+        completion = None
+        if home is not None:
+            notebooks = getattr(workshop, "notebooks", ()) if workshop else ()
+            completion = await asyncio.to_thread(lifecycle.completion_from_home, home, notebooks)
+        async with wod.db.begin_write() as session:
+            return await lifecycle.mark_step(
+                session, registration.id, worker, "cleanup", utcnow(), completion=completion
+            )
+
+    async def step_reset(self, wod, registration, workshop, worker) -> bool:
+        if registration.reset_at is not None:
+            return False
+        home = home_of(self, registration.username)
+        await run_workshop_hook(
+            workshop, "reset", registration, home, self.settings_().hook_timeout
+        )
+        async with wod.db.begin_write() as session:
+            return await lifecycle.mark_step(session, registration.id, worker, "reset", utcnow())
+
+    async def step_purge(self, wod, registration, workshop, worker) -> bool:
+        if registration.purged_at is not None:
+            return False
+        settings = self.settings_()
+        home = home_of(self, registration.username)
+        if settings.kill_processes and registration.username:
+            killed = await asyncio.to_thread(guard.kill_user_processes, registration.username)
+            if killed:
+                self.log.info(
+                    "PURGE %s: killed %d leftover processes", registration.username, len(killed)
+                )
+        if settings.wipe_home and home is not None:
+            await asyncio.to_thread(guard.wipe_home, home, registration.username)
+        async with wod.db.begin_write() as session:
+            await lifecycle.require_claim(session, registration.id, worker, utcnow())
+            await release_seat(session, registration.id)
+            return await lifecycle.mark_step(session, registration.id, worker, "purge", utcnow())
+
+    async def step_final_mail(self, wod, registration, workshop, worker) -> bool:
+        settings = self.settings_()
+
+        def badge_urls(badge: Badge) -> tuple[str, str]:
+            return wod.link(f"wod/badge/{badge.public_id}"), wod.link(
+                f"wod/badge/{badge.public_id}.svg"
+            )
+
+        async with wod.db.begin_write() as session:
+            if (
+                await lifecycle.require_claim(session, registration.id, worker, utcnow())
+            ).final_mail_at:
+                return False
+            await lifecycle.queue_end_mail(
+                session,
+                registration.id,
+                worker,
+                utcnow(),
+                workshop=workshop,
+                register_url=wod.link("login"),
+                survey_url=self.authenticator.survey_url,
+                levels=settings.levels,
+                min_completion=settings.badge_min_completion,
+                badge_url_for=badge_urls,
+            )
+        if wod.sender is not None:
+            wod.sender.wake()
+        return True
+
+    async def step_end(self, wod, registration, workshop, worker) -> bool:
+        needs_reset = bool(getattr(workshop, "reset", False))
+        missing = lifecycle.next_step(registration, needs_reset=needs_reset)
+        if missing not in (None, "end"):
+            raise web.HTTPError(
+                409, f"Registration {registration.id} cannot end before its {missing} step."
+            )
+        async with wod.db.begin_write() as session:
+            return await lifecycle.finish(session, registration.id, worker, utcnow())
+
+
+class FailureAPIHandler(WodAPIHandler):
+    async def post(self, registration_id):
+        wod = await self.wod_ready()
+        data = self.body()
+        worker = self.worker_of(data)
+        step = str(data.get("step") or "unknown")[:40]
+        error = str(data.get("error") or "failed")
+        retry_in = self.seconds(data, "retry_in", 60, maximum=24 * 3600)
+        async with wod.db.begin_write() as session:
+            await lifecycle.record_failure(
+                session, int(registration_id), worker, step, error, utcnow(), retry_in
+            )
+        self.json(await self.model(wod, int(registration_id)))
+
+
+class UserEndAPIHandler(WodAPIHandler):
+    async def post(self, username):
+        wod = await self.wod_ready()
+        reason = str(self.body().get("reason") or "ended by the lifecycle service")
+        now = utcnow()
+        async with wod.db.begin_write() as session:
+            registration = await lifecycle.live_registration_of(session, username)
+            if registration is None:
+                raise web.HTTPError(404, f"{username} holds no running workshop session.")
+            ended = await lifecycle.end_soon(
+                session, registration.id, now, reason, actor=self.current_user.name
+            )
+        self.json({"ended": ended, "registration_id": registration.id})
+
+
+class EventAPIHandler(WodAPIHandler):
+    async def post(self):
+        wod = await self.wod_ready()
+        data = self.body()
+        kind = data.get("kind")
+        if not isinstance(kind, str) or not kind or len(kind) > 50:
+            raise web.HTTPError(
+                400,
+                'Send {"kind": "<event kind, 1-50 characters>", "username": ..., "detail": {...}}.',
+            )
+        detail = data.get("detail") or {}
+        if not isinstance(detail, dict):
+            raise web.HTTPError(400, "detail must be a JSON object.")
+        username = data.get("username")
+        async with wod.db.begin_write() as session:
+            registration = (
+                await lifecycle.live_registration_of(session, username) if username else None
+            )
+            rid = registration.id if registration is not None else None
+            lifecycle.event(
+                session, kind, rid, self.current_user.name, utcnow(), username=username, **detail
+            )
+        self.json({"registration_id": rid}, status=201)
+
+
+class AdminExtendAPIHandler(WodAPIHandler):
+    required_scopes = ADMIN_SCOPES
+    what = "the workshop admin API"
+
+    async def post(self, registration_id):
+        wod = await self.wod_ready()
+        minutes = self.body().get("minutes")
+        if (
+            not isinstance(minutes, int)
+            or isinstance(minutes, bool)
+            or not 0 < minutes <= 7 * 24 * 60
+        ):
+            raise web.HTTPError(400, 'Send {"minutes": N} with N between 1 and 10080 (a week).')
+        rid = int(registration_id)
+        async with wod.db.begin_write() as session:
+            if await session.get(Registration, rid) is None:
+                raise web.HTTPError(404, f"No registration {rid}.")
+            try:
+                await lifecycle.extend(
+                    session,
+                    rid,
+                    timedelta(minutes=minutes),
+                    utcnow(),
+                    by_participant=False,
+                    actor=f"admin:{self.current_user.name}",
+                )
+            except (TooLate, NotAllowed) as e:
+                raise web.HTTPError(409, str(e)) from None
+        self.json(await self.model(wod, rid))
+
+
+def get_handlers():
+    base = r"/api/wod/lifecycle"
+    reg = base + r"/registrations/(\d+)"
+    return [
+        (base + r"/due", DueAPIHandler),
+        (reg, RegistrationAPIHandler),
+        (reg + r"/claim", ClaimAPIHandler),
+        (reg + r"/release", ReleaseAPIHandler),
+        (reg + r"/reminder", ReminderAPIHandler),
+        (reg + r"/steps/([a-z_]+)", StepAPIHandler),
+        (reg + r"/failure", FailureAPIHandler),
+        (base + r"/users/([^/]+)/end", UserEndAPIHandler),
+        (base + r"/events", EventAPIHandler),
+        (r"/api/wod/registrations/(\d+)/extend", AdminExtendAPIHandler),
+    ]
