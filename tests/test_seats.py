@@ -368,6 +368,27 @@ async def test_closed_unknown_and_disabled(db):
     assert st["in_use"] == 2 and st["disabled"] == 1 and st["free"] == 0
 
 
+async def test_admin_allocation_of_a_given_seat_in_a_closed_workshop(db):
+    await sync(db, WorkshopSpec("A", 2, 1, 10))
+    regs = await registrations(db, "A", 4)
+    async with db.begin_write() as s:
+        await s.execute(update(WorkshopRow).values(registration_open=False))
+    with pytest.raises(seats.RegistrationClosed):
+        await allocate(db, "A", regs[0])
+    async with db.begin_write() as s:
+        seat = await seats.allocate_seat(s, "A", regs[0], student_number=7, even_if_closed=True)
+        assert seat.student_number == 7
+    with pytest.raises(seats.WorkshopFull):  # 7 is taken: nothing changes
+        async with db.begin_write() as s:
+            await seats.allocate_seat(s, "A", regs[1], student_number=7, even_if_closed=True)
+    assert (await stats(db))["A"]["in_use"] == 1
+    async with db.begin_write() as s:
+        await seats.allocate_seat(s, "A", regs[1], even_if_closed=True)
+    with pytest.raises(seats.WorkshopFull):  # the capacity gate holds for admins too
+        async with db.begin_write() as s:
+            await seats.allocate_seat(s, "A", regs[2], even_if_closed=True)
+
+
 async def test_rolled_back_transaction_gives_the_seat_back(db):
     await sync(db, WorkshopSpec("A", 5, 1, 10))
     (r,) = await registrations(db, "A", 1)

@@ -390,7 +390,7 @@ async def allocate_seat(
         .where(
             WorkshopRow.id == workshop_id,
             WorkshopRow.seats_in_use < WorkshopRow.capacity,
-            WorkshopRow.registration_open.is_(True) | (even_if_closed is True),
+            *(() if even_if_closed else (WorkshopRow.registration_open.is_(True),)),
         )
         .values(seats_in_use=WorkshopRow.seats_in_use + 1)
         .returning(WorkshopRow.range_min, WorkshopRow.range_max)
@@ -405,7 +405,7 @@ async def allocate_seat(
         ).first()
         if row is None:
             raise UnknownWorkshop(workshop_id)
-        if not row.registration_open:
+        if not row.registration_open and not even_if_closed:
             raise RegistrationClosed(workshop_id)
         raise WorkshopFull(workshop_id)
     range_min, range_max = gate
@@ -429,7 +429,8 @@ async def allocate_seat(
         )
     ).scalar_one_or_none()
     if seat is None:
-        # capacity above the usable seats (disabled ones, or held by another workshop)
+        # capacity above the usable seats (disabled ones, or held by another workshop),
+        # or the asked-for student number is taken
         await _decrement(session, workshop_id)
         raise WorkshopFull(workshop_id)
 
