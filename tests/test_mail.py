@@ -448,7 +448,8 @@ async def test_delivers_a_multipart_message(db, mailer, smtp_server):
     assert await sender.send_due() == 0 and len(smtp_server.messages) == 1
 
 
-async def test_secrets_reach_the_mail_but_never_the_database(db, mailer, smtp_server):
+async def test_secrets_reach_the_mail_but_never_the_database(db, mailer, smtp_server, caplog):
+    caplog.set_level(logging.DEBUG)
     await queue(db, 2)
     smtp_server.stop()  # first a failed attempt: its error must not leak the secrets either
     sender = MailSender(db, mailer, secrets_provider=fake_secrets)
@@ -462,6 +463,10 @@ async def test_secrets_reach_the_mail_but_never_the_database(db, mailer, smtp_se
     async with db() as session:
         dump = repr((await session.execute(text("SELECT * FROM wod_outbox"))).all())
     assert "ada0@example.org" in dump and "SECRET-" not in dump and "pw-" not in dump
+    ours = "\n".join(
+        r.getMessage() for r in caplog.records if r.name != "mail.log"
+    )  # not aiosmtpd's
+    assert "E-mail 1 sent" in ours and "SECRET-" not in ours and "pw-" not in ours
 
 
 async def test_smtp_outage_retries_with_backoff_then_delivers_once(db, mailer, smtp_server):
@@ -509,7 +514,7 @@ async def test_gives_up_after_max_attempts_and_admin_retry_delivers(db, mailer, 
         assert await retry_message(session, message_id) is False  # sent: nothing to retry
 
 
-async def test_secrets_provider_errors_retry_and_cancel_gives_up(db, mailer, smtp_server):
+async def test_secrets_provider_errors_retry_and_cancel_gives_up(db, mailer, smtp_server, caplog):
     await queue(db, 2)
 
     async def provider(session, message):
@@ -524,6 +529,9 @@ async def test_secrets_provider_errors_retry_and_cancel_gives_up(db, mailer, smt
         1,
         "secrets provider failed: RuntimeError",
     )
+    assert (
+        "SECRET-LEAK" not in caplog.text and "secrets provider failed (RuntimeError)" in caplog.text
+    )
     assert (second.state, second.last_error) == (
         "failed",
         "cancelled: the registration ended before the e-mail was sent",
@@ -535,6 +543,26 @@ async def test_secrets_provider_errors_retry_and_cancel_gives_up(db, mailer, smt
         == 1
     )
     assert len(await smtp_server.async_wait_for_count(None, 1)) == 1
+
+
+async def test_a_message_that_cannot_render_fails_at_once_and_others_go_out(
+    db, mailer, smtp_server
+):
+    async with db() as session, session.begin():
+        await enqueue(
+            session,
+            to="bad@example.org",
+            template="welcome",
+            context={**welcome_context(), "expires_at": "next tuesday"},
+        )
+    await queue(db)
+    assert await MailSender(db, mailer, secrets_provider=fake_secrets).send_due(now=T0) == 1
+    bad, good = await rows(db)
+    assert (bad.state, bad.attempts) == ("failed", 1)
+    assert "welcome.subject.txt" not in bad.last_error and "welcome.txt" in bad.last_error
+    assert "Invalid isoformat string: 'next tuesday'" in bad.last_error
+    assert "SECRET-" not in bad.last_error
+    assert good.state == "sent" and [m["To"] for m in smtp_server.messages] == ["ada0@example.org"]
 
 
 async def test_a_crashed_claim_is_taken_over_and_a_live_one_is_not(db, mailer, smtp_server):

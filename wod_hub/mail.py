@@ -176,6 +176,17 @@ def make_email_env(templates_path=(), brand: dict | None = None) -> SandboxedEnv
     return env
 
 
+_default_env: SandboxedEnvironment | None = None
+
+
+def default_env() -> SandboxedEnvironment:
+    """The packaged templates with default branding (shared, built once)."""
+    global _default_env
+    if _default_env is None:
+        _default_env = make_email_env()
+    return _default_env
+
+
 def template_exists(env: jinja2.Environment, template: str) -> bool:
     try:
         env.get_template(f"{template}.subject.txt")
@@ -209,13 +220,22 @@ def _render_one(env: jinja2.Environment, name: str, context: dict, *, optional: 
         raise EmailTemplateError(f"E-mail template {name!r} ({tpl.filename}): {e}") from None
     except jinja2.TemplateError as e:
         raise EmailTemplateError(f"E-mail template {name!r} ({tpl.filename}) failed: {e}") from None
+    except Exception as e:  # a filter given a bad value, e.g. expires_at that is no date
+        raise EmailTemplateError(
+            f"E-mail template {name!r} ({tpl.filename}) failed: {type(e).__name__}: {e}"
+        ) from None
 
 
-def render_email(template: str, context: dict, *, env: jinja2.Environment) -> RenderedEmail:
-    """Render ``<template>.subject.txt``, ``.txt`` and (if present) ``.html``.
+def render_email(
+    template: str, context: dict, *, env: jinja2.Environment | None = None
+) -> RenderedEmail:
+    """Render ``<template>.subject.txt``, ``.txt`` and (if present) ``.html`` with ``env``
+    (default: the packaged templates, default branding; :attr:`Mailer.env` for the
+    configured ones).
 
     Raises :class:`EmailTemplateError` naming the template and the missing keys.
     """
+    env = env or default_env()
     missing = missing_keys(template, context)
     if missing:
         raise EmailTemplateError(

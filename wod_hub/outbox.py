@@ -45,7 +45,7 @@ from .mail import (
     Mailer,
     MailError,
     UnsafeContext,
-    make_email_env,
+    default_env,
     missing_keys,
     outbox_message_id,
     template_exists,
@@ -60,8 +60,6 @@ SENT = OutboxState.sent.value
 FAILED = OutboxState.failed.value
 
 SecretsProvider = Callable[[AsyncSession, OutboxMessage], Awaitable[dict]]
-
-_default_env: jinja2.Environment | None = None
 
 
 class CancelMessage(Exception):
@@ -86,9 +84,7 @@ def _secret_keys(value, path: str = "") -> list[str]:
 
 def check_context(template: str, context: dict, *, env: jinja2.Environment | None = None) -> dict:
     """Validate what :func:`enqueue` would store; returns the JSON round-tripped context."""
-    global _default_env
-    if env is None:
-        env = _default_env = _default_env or make_email_env()
+    env = env or default_env()
     if not template_exists(env, template):
         raise EmailTemplateError(
             f"No e-mail template {template!r}: expected {template}.subject.txt and {template}.txt "
@@ -229,7 +225,7 @@ class _Prepared:
 @dataclass
 class _Outcome:
     id: int
-    attempts: int  # before this attempt
+    attempts: int | None  # before this attempt; None: the row could not even be read
     sent: bool = False
     subject: str | None = None
     error: str | None = None
@@ -385,7 +381,8 @@ class MailSender:
 
     async def _prepare(self, message_id: int, at: datetime) -> _Prepared | _Outcome | None:
         """Secrets and rendering for one claimed message; None if the claim was lost."""
-        attempts = 0
+        attempts: int | None = None  # unknown until the row is read
+        stage = "database"
         try:
             async with self.sessionmaker() as session, session.begin():
                 # a write first: on SQLite the transaction holds the write lock from here,
@@ -404,27 +401,31 @@ class MailSender:
                 context = dict(message.context or {})
                 extra = {}
                 if self.secrets_provider is not None:
+                    stage = "secrets provider"
                     extra = await self.secrets_provider(session, message) or {}
         except CancelMessage as e:
             return _Outcome(message_id, attempts, error=f"cancelled: {e}", permanent=True)
         except Exception as e:
-            self.log.exception("E-mail %s: the secrets provider failed; will retry", message_id)
-            return _Outcome(
-                message_id, attempts, error=f"secrets provider failed: {type(e).__name__}"
+            # the provider's message may hold what it was producing: the type only, the
+            # traceback at debug level
+            self.log.warning(
+                "E-mail %s: the %s failed (%s); will retry", message_id, stage, type(e).__name__
             )
+            self.log.debug("E-mail %s: %s failure", message_id, stage, exc_info=True)
+            return _Outcome(message_id, attempts, error=f"{stage} failed: {type(e).__name__}")
         secret_values = [str(v) for v in extra.values() if v]
+        # a rendering error is the same on every attempt: fail at once, admins see why
         try:
             rendered = self.mailer.render(template, {**context, **extra})
-        except MailError as e:
-            self.log.error("E-mail %s (%s) cannot be rendered: %s", message_id, template, e)
-            return _Outcome(
-                message_id, attempts, error=_redact(str(e), secret_values), permanent=True
+            email = self.mailer.build_message(
+                to,
+                rendered,
+                message_id=outbox_message_id(self.mailer.from_address, message_id, created_at),
             )
-        email = self.mailer.build_message(
-            to,
-            rendered,
-            message_id=outbox_message_id(self.mailer.from_address, message_id, created_at),
-        )
+        except Exception as e:
+            error = _redact(str(e) if isinstance(e, MailError) else _describe(e), secret_values)
+            self.log.error("E-mail %s (%s) cannot be built: %s", message_id, template, error)
+            return _Outcome(message_id, attempts, error=error, permanent=True)
         return _Prepared(message_id, attempts, rendered.subject, email, secret_values)
 
     async def _send_batch(self, ids: list[int], at: datetime, fixed_now: bool) -> int:
@@ -467,8 +468,12 @@ class MailSender:
                         outcomes.append(
                             _Outcome(item.id, item.attempts, sent=True, subject=item.subject)
                         )
-        except (aiosmtplib.SMTPException, OSError, MailError, asyncio.TimeoutError) as e:
+        except Exception as e:  # connect, TLS, login, or the connection dropped mid-batch
             done = {o.id for o in outcomes}
+            if not isinstance(
+                e, (aiosmtplib.SMTPException, OSError, MailError, asyncio.TimeoutError)
+            ):
+                self.log.exception("E-mail: unexpected error while sending")
             self.log.warning(
                 "E-mail: SMTP %s:%s failed (%s); %d message(s) will be retried",
                 self.mailer.smtp_host,
@@ -489,6 +494,8 @@ class MailSender:
             return 0
         async with self.sessionmaker() as session, session.begin():
             for o in outcomes:
+                if o.attempts is None:
+                    continue  # left claimed: taken over when the claim expires
                 attempts = o.attempts + 1
                 values = dict(attempts=attempts, claimed_by=None, claimed_until=None)
                 if o.sent:
