@@ -409,3 +409,25 @@ def test_sample_context_is_in_range():
     ctx = sample_context(workshop)
     assert (ctx.student_number, ctx.username) == (101, "student101")
     assert json.loads(render_workshop_files(workshop, ctx)["0-ReadMeFirst.ipynb"])["nbformat"] == 4
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        pytest.param((), id="no-cells"),
+        pytest.param(
+            ("#md café ☕ {{ STDID }}", "print('ünï')\n\n", "", "#md "), id="unicode-blank"
+        ),
+        pytest.param(("x = {{ STDID }}\r\ny = 2", "#md plain\n"), id="crlf"),
+    ],
+)
+def test_output_is_what_nbformat_writes(tmp_path, sources):
+    """Pre-encoded cells and spliced sources give byte for byte what nbformat.write gives."""
+    nbs = {"0-ReadMeFirst.ipynb": notebook(*sources, outputs=True)}
+    root = make_workshop(tmp_path, notebooks=nbs).parent
+    workshop, _ = load_one(root)
+    data = render_workshop_files(workshop, ctx_for(), {})["0-ReadMeFirst.ipynb"]
+    nb = nbformat.reads(data.decode(), as_version=4)
+    nbformat.validate(nb)
+    assert data == (nbformat.writes(nb) + "\n").encode()
+    assert len(nb.cells) == len(sources)

@@ -194,7 +194,11 @@ class _Compiled:
     """A file's templates: one per notebook cell (None = plain), or one for the whole text."""
 
     kind: str  # "cells" | "text" | "text-notebook" | "plain"
-    notebook: dict | None = None  # on-disk form (lines split), cells with templates marked
+    # "cells": the notebook as JSON text around its cells, and each cell's JSON text (cells
+    # with templates: the text before and after their source), so a render only encodes sources
+    head: str = ""
+    tail: str = ""
+    pieces: list = field(default_factory=list)
     templates: list = field(default_factory=list)
     undeclared: set[str] = field(default_factory=set)
     errors: list[RenderError] = field(default_factory=list)
@@ -263,7 +267,7 @@ def _compile_file(item: ContentFile) -> _Compiled:
             if _has_jinja(source)
             else None
         )
-    out.notebook = strip_transient(split_lines(nb))
+    _serialize(out, strip_transient(split_lines(nb)))
     return out
 
 
@@ -322,6 +326,44 @@ def _template_line(exc: BaseException, template) -> int | None:
     return line
 
 
+_JSON = {"indent": 1, "sort_keys": True, "separators": (",", ": "), "ensure_ascii": False}
+_SOURCE_MARKER = "@@wod-hub-cell-source@@"
+_CELL_INDENT = "  "  # cells sit two levels deep in nbformat's indent=1 layout
+
+
+def _serialize(out: _Compiled, nb: dict) -> None:
+    """Pre-encode everything a render does not change, exactly as nbformat would write it.
+
+    json.dumps with indent runs in pure Python; encoding the untouched cells once per file
+    version instead of once per student is most of the rendering time saved."""
+    text = json.dumps({**nb, "cells": []}, **_JSON)
+    if not nb["cells"]:
+        out.head = text + "\n"
+        return
+    key = '"cells": []'
+    at = text.index(key)  # "cells" sorts first among the top-level keys
+    out.head, out.tail = text[:at] + '"cells": [\n', "\n ]" + text[at + len(key) :] + "\n"
+    for cell, template in zip(nb["cells"], out.templates, strict=True):
+        if template is None:
+            out.pieces.append(_indent(json.dumps(cell, **_JSON)))
+        else:
+            encoded = _indent(json.dumps({**cell, "source": _SOURCE_MARKER}, **_JSON))
+            before, _, after = encoded.rpartition(json.dumps(_SOURCE_MARKER))
+            out.pieces.append((before, after))
+
+
+def _indent(text: str) -> str:
+    return "\n".join(_CELL_INDENT + line for line in text.split("\n"))
+
+
+def _encode_source(source: str) -> str:
+    lines = source.splitlines(True)
+    if not lines:
+        return "[]"
+    items = ",\n".join("    " + json.dumps(line, ensure_ascii=False) for line in lines)
+    return f"[\n{items}\n   ]"
+
+
 def _dump_notebook(nb: dict) -> bytes:
     text = json.dumps(nb, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
     return (text + "\n").encode("utf-8")
@@ -344,17 +386,18 @@ def _render_one(item: ContentFile, compiled: _Compiled, variables: dict) -> byte
                 f"not a valid notebook even after rendering its Jinja text: {e}", item.relpath
             ) from e
         return _dump_notebook(strip_transient(split_lines(nb)))
-    source_nb = compiled.notebook
-    cells = []
-    for number, (cell, template) in enumerate(
-        zip(source_nb["cells"], compiled.templates, strict=True), start=1
+    if not compiled.pieces:
+        return compiled.head.encode("utf-8")
+    parts = []
+    for number, (piece, template) in enumerate(
+        zip(compiled.pieces, compiled.templates, strict=True), start=1
     ):
         if template is None:
-            cells.append(cell)
+            parts.append(piece)
         else:
             rendered = _run(template, variables, item.relpath, number)
-            cells.append({**cell, "source": rendered.splitlines(True)})
-    return _dump_notebook({**source_nb, "cells": cells})
+            parts.append(piece[0] + _encode_source(rendered) + piece[1])
+    return (compiled.head + ",\n".join(parts) + compiled.tail).encode("utf-8")
 
 
 def _render_items(workshop: Workshop, ctx: StudentContext, catalog_variables: dict | None):
