@@ -99,6 +99,9 @@ start() {
 stop() {
   [ -n "${WOD_DOCKER_HOST:-}" ] && { wod_log "WOD_DOCKER_HOST is set: not stopping that engine"; return 0; }
   local pid deadline leftovers mnt
+  mkdir -p "$WOD_DOCKER_ROOT"
+  exec 8>"$WOD_DOCKER_ROOT/dockerd.lock"
+  flock -w "$START_TIMEOUT" 8 || wod_die "another start/stop holds $WOD_DOCKER_ROOT/dockerd.lock"
   if pid=$(daemon_pid); then
     kill -TERM "$pid"
     deadline=$((SECONDS + STOP_TIMEOUT))
