@@ -611,10 +611,12 @@ async def completed_workshops(
     rows = (
         (
             await session.execute(
-                select(Registration).where(
+                select(Registration)
+                .where(
                     Registration.participant_id == participant_id,
                     Registration.final_mail_at.is_not(None),
                 )
+                .execution_options(populate_existing=True)
             )
         )
         .scalars()

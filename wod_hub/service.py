@@ -2,14 +2,14 @@
 
 Modelled on ``jupyterhub-idle-culler``: one traitlets Application, run by the hub as a
 managed service (``c.JupyterHub.services``), talking only to the hub's REST API: JupyterHub's
-own (stop servers, delete users) and wod-hub's ``/hub/api/wod/lifecycle`` (see
+own (stop servers, watch them stop) and wod-hub's ``/hub/api/wod/lifecycle`` (see
 :mod:`wod_hub.handlers.api_lifecycle`). The hub owns the database and the clock (what is
 due); this service owns the schedule. Every ``interval`` seconds it
 
 - sends the reminder of sessions ending within ``reminder_before``;
 - runs the end path of each expired (or unregistered) session, one claimed
   registration at a time per worker: begin (lock-out) -> stop the server -> cleanup ->
-  reset -> delete the hub user -> purge (seat back) -> final e-mail -> ended;
+  reset -> purge (hub user deleted, seat back) -> final e-mail -> ended;
 - and, every ``ProcessGuard.interval``, the process guard (:mod:`wod_hub.guard`).
 
 Scopes (least privilege; declare them in the service's role):
@@ -18,12 +18,11 @@ Scopes (least privilege; declare them in the service's role):
 ``custom:wod:lifecycle``  the ``/hub/api/wod/lifecycle`` endpoints (due list, claims, steps, events)
 ``delete:servers``        stop the student's server (``DELETE /users/{name}/server``)
 ``read:servers``          watch it stop (``GET /users/{name}``: the ``servers`` field)
-``delete:users``          delete the student's hub user before the seat is released: its
-                          cookies, API tokens and OAuth tokens die with it, and the next
-                          participant of the seat starts with a fresh hub user
 =======================  ==========================================================
 
-No ``admin:users``: the service cannot create users, make admins or read auth state.
+Not ``delete:users`` nor ``admin:users``: the hub deletes the student's hub user itself in
+the PURGE step (before the seat is released, so the seat's next participant never inherits
+a cookie or token), and the service can neither create users, make admins nor read auth state.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import os
 import random
 import secrets
 import socket
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -47,7 +45,7 @@ from .guard import ProcessGuard
 from .hubclient import ENV_TOKEN, ENV_URL, HubAPIError, HubClient
 from .lifecycle import RUNNING_STATES, backoff
 
-SCOPES = ("custom:wod:lifecycle", "delete:servers", "read:servers", "delete:users")
+SCOPES = ("custom:wod:lifecycle", "delete:servers", "read:servers")
 
 
 def utcnow() -> datetime:
@@ -95,6 +93,15 @@ class LifecycleService(Application):
     def _url_default(self):
         return os.environ.get(ENV_URL, "http://127.0.0.1:8081/hub/api")
 
+    api_token = Unicode(
+        help="""API token of the service (default: env JUPYTERHUB_API_TOKEN, which the hub sets for
+        managed services; prefer the environment over a config file).""",
+    ).tag(config=True)
+
+    @default("api_token")
+    def _token_default(self):
+        return os.environ.get(ENV_TOKEN, "")
+
     interval = Float(30.0, help="Seconds between two sweeps.").tag(config=True)
 
     reminder_before = Float(
@@ -123,12 +130,6 @@ class LifecycleService(Application):
     retry_max = Float(1800.0, help="Longest retry delay (seconds) of a failed step.").tag(
         config=True
     )
-
-    delete_users = Bool(
-        True,
-        help="""Delete the student's hub user before the seat is released (sessions, API tokens and
-        OAuth tokens die with it). Needs the delete:users scope.""",
-    ).tag(config=True)
 
     worker_id = Unicode(
         help="This worker's name in claims. Default: host:pid:random (unique per process)."
@@ -186,10 +187,6 @@ class LifecycleService(Application):
             {"LifecycleService": {"guard_enabled": False}},
             "Do not run the process guard.",
         ),
-        "keep-users": (
-            {"LifecycleService": {"delete_users": False}},
-            "Do not delete hub users at the end.",
-        ),
     }
     classes = [ProcessGuard]
 
@@ -205,14 +202,18 @@ class LifecycleService(Application):
             "%(color)s[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s]%(end_color)s %(message)s"
         )
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.guard = ProcessGuard(parent=self)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.hub: HubClient | None = None
+
     def initialize(self, argv=None):
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
         self.guard = ProcessGuard(parent=self)
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self.hub: HubClient | None = None
 
     # ---- the loop -----------------------------------------------------------------------
     def start(self):
@@ -221,12 +222,23 @@ class LifecycleService(Application):
         except KeyboardInterrupt:
             pass
 
+    def connect(self) -> HubClient:
+        """The hub API client (also what tests use to sweep in-process)."""
+        if self.hub is None:
+            if not self.api_token:
+                raise SystemExit(
+                    f"{self.name}: no API token. Run me as a hub service, or set {ENV_TOKEN}."
+                )
+            self.hub = HubClient(self.url, self.api_token, timeout=max(60.0, self.stop_timeout))
+        return self.hub
+
+    def close(self) -> None:
+        if self.hub is not None:
+            self.hub.close()
+            self.hub = None
+
     async def run(self) -> SweepReport | None:
-        token = os.environ.get(ENV_TOKEN, "")
-        if not token:
-            self.log.critical("No API token: run me as a hub service, or set %s.", ENV_TOKEN)
-            sys.exit(1)
-        self.hub = HubClient(self.url, token, timeout=max(60.0, self.stop_timeout))
+        self.connect()
         self.log.info(
             "%s %s: sweeping %s every %ss (reminder %ss before the end)",
             self.name,
@@ -260,7 +272,7 @@ class LifecycleService(Application):
             if guard_task is not None:
                 guard_task.cancel()
         finally:
-            self.hub.close()
+            self.close()
         return None
 
     def wake(self) -> None:
@@ -346,9 +358,6 @@ class LifecycleService(Application):
             while step is not None:
                 if step == "stop":
                     await self.stop_server(model["username"])
-                elif step == "purge" and self.delete_users:
-                    # before the seat is released: a new participant may get this username next
-                    await self.delete_user(model["username"])
                 retry_in = backoff(
                     model["step_attempts"] + 1, self.retry_base, self.retry_max
                 ).total_seconds()
@@ -421,21 +430,6 @@ class LifecycleService(Application):
                 raise StepError(f"{username}'s server did not stop within {self.stop_timeout:g}s")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 2.0)
-
-    async def delete_user(self, username: str) -> None:
-        path = f"/users/{quote(username, safe='')}"
-        for _ in range(3):
-            try:
-                await self.hub.delete(path)
-                self.log.info("Deleted hub user %s (sessions and tokens revoked)", username)
-                return
-            except HubAPIError as e:
-                if e.status == 404:
-                    return
-                if e.status != 400:  # 400: a server (re)started or is stopping
-                    raise
-            await self.stop_server(username)
-        raise StepError(f"could not delete hub user {username}: a server keeps running")
 
     # ---- process guard ----------------------------------------------------------------------------
     async def guard_loop(self) -> None:

@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jupyterhub.apihandlers import APIHandler
+from jupyterhub.utils import maybe_future
 from sqlalchemy import or_, select
 from tornado import web
 
@@ -71,6 +72,29 @@ def home_of(handler, username: str | None) -> Path | None:
     except KeyError:
         pass
     return Path(uid_home) if uid_home else None
+
+
+async def delete_hub_user(handler, username: str | None) -> bool:
+    """Delete the student's hub user: what JupyterHub's ``DELETE /hub/api/users/{name}``
+    does (stop the server, ``Authenticator.delete_user``, spawners, the user), so its
+    cookies, API tokens and OAuth tokens stop working. False if there was none."""
+    user = handler.find_user(username) if username else None
+    if user is None:
+        return False
+    spawner = user.spawners.get("")
+    if spawner is not None and spawner.active:
+        if spawner.pending:
+            raise RuntimeError(
+                f"{username}'s server is {spawner.pending}: retrying when it settles"
+            )
+        await handler.stop_single_user(user, "")
+        if spawner.pending:
+            raise RuntimeError(f"{username}'s server is still stopping: retrying later")
+    await maybe_future(handler.authenticator.delete_user(user))
+    await user.delete_spawners()
+    handler.users.delete(user)
+    handler.log.info("Deleted hub user %s (sessions and tokens revoked)", username)
+    return True
 
 
 async def run_workshop_hook(
@@ -402,6 +426,9 @@ class StepAPIHandler(WodAPIHandler):
                 )
         if settings.wipe_home and home is not None:
             await asyncio.to_thread(guard.wipe_home, home, registration.username)
+        # the hub user goes before the seat: the next participant of this seat must not
+        # inherit a cookie, an API token or an OAuth token of this one
+        await delete_hub_user(self, registration.username)
         async with wod.db.begin_write() as session:
             await lifecycle.require_claim(session, registration.id, worker, utcnow())
             await release_seat(session, registration.id)
