@@ -12,6 +12,11 @@ Fixture ``smtp_server`` (function scope): a :class:`SMTPServer` with
   blocking the loop (async tests);
 - ``text_of(msg)``, ``html_of(msg)``, ``first_link(msg, pattern)``.
 
+Fixture ``smtp_server_factory(**options)``: more servers, e.g. ``starttls=True`` (STARTTLS
+required), ``implicit_tls=True`` (TLS from the first byte), ``users={"name": "password"}``
+(AUTH required, over TLS); ``.cert_file`` is the self-signed certificate (for 127.0.0.1 and
+localhost) a client can trust; ``.logins`` lists the user names that authenticated.
+
 The server runs in aiosmtpd's own thread and event loop, so it keeps answering while
 the test's loop waits.
 """
@@ -19,17 +24,23 @@ the test's loop waits.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
 import email.policy
+import ipaddress
 import re
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 Predicate = Callable[[EmailMessage], bool]
 
@@ -61,6 +72,46 @@ def first_link(msg: EmailMessage | str, pattern: str | re.Pattern = r"https?://\
     return m.group(1) if m.re.groups else m.group(0)
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate + key for 127.0.0.1 and localhost (cryptography comes with
+    JupyterHub, through certipy)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 class _Collector:
     def __init__(self, server: SMTPServer):
         self.server = server
@@ -73,9 +124,28 @@ class _Collector:
 
 
 class SMTPServer:
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        starttls: bool = False,
+        implicit_tls: bool = False,
+        users: dict[str, str] | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
+        self.starttls = starttls
+        self.implicit_tls = implicit_tls
+        self.users = dict(users or {})
+        self.logins: list[str] = []
+        self.cert_file: Path | None = None
+        self._tls: ssl.SSLContext | None = None
+        if starttls or implicit_tls or users:
+            self._certdir = tempfile.TemporaryDirectory(prefix="wod-smtp-")
+            self.cert_file, key_file = self_signed_cert(Path(self._certdir.name))
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(self.cert_file, key_file)
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.peers: list = []  # client (host, port) of each message: one per SMTP connection
@@ -93,10 +163,28 @@ class SMTPServer:
     def running(self) -> bool:
         return self._controller is not None
 
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.users.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
+        if ok:
+            self.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+
     def start(self) -> None:
         if self._controller is None:
+            options: dict = {"enable_SMTPUTF8": True}
+            if self.starttls:
+                options.update(tls_context=self._tls, require_starttls=True)
+            if self.users:
+                options.update(authenticator=self._authenticate, auth_required=True)
             controller = Controller(
-                _Collector(self), hostname=self.host, port=self.port, enable_SMTPUTF8=True
+                _Collector(self),
+                hostname=self.host,
+                port=self.port,
+                ssl_context=self._tls if self.implicit_tls else None,
+                **options,
             )
             controller.start()
             self._controller = controller
@@ -179,3 +267,20 @@ def smtp_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def smtp_server_factory():
+    servers: list[SMTPServer] = []
+
+    def make(**options) -> SMTPServer:
+        server = SMTPServer(**options)
+        server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()

@@ -670,3 +670,94 @@ async def test_background_loop_wakes_at_once_and_survives_errors(
         await engine.dispose()
     assert stop_time < 2 and sender._task is None
     logging.getLogger(__name__).info("wake-to-delivered %.3fs, stop %.3fs", latency, stop_time)
+
+
+# ---- transport security and authentication --------------------------------------------
+
+
+async def test_starttls_with_auth_verified_against_the_ca(db, smtp_server_factory):
+    server = smtp_server_factory(starttls=True, users={"wod": "relay-password"})
+    mailer = Mailer(
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        smtp_security="starttls",
+        smtp_ca_file=str(server.cert_file),
+        smtp_username="wod",
+        smtp_password="relay-password",
+        from_address="workshops@example.org",
+        timeout=5,
+    )
+    await queue(db)
+    assert await MailSender(db, mailer, secrets_provider=fake_secrets).send_due(now=T0) == 1
+    await server.async_wait_for()
+    assert server.logins == ["wod"]
+
+
+async def test_implicit_tls(db, smtp_server_factory):
+    server = smtp_server_factory(implicit_tls=True)
+    mailer = Mailer(
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        smtp_security="tls",
+        smtp_ca_file=str(server.cert_file),
+        from_address="workshops@example.org",
+        timeout=5,
+    )
+    await mailer.send(
+        mailer.build_message(
+            "ada@example.org",
+            render_email("final", {k: SAMPLE[k] for k in TEMPLATE_CONTEXT["final"].required}),
+        )
+    )
+    assert (await server.async_wait_for())["Subject"] == 'Thank you for taking "Python 101"'
+
+
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        pytest.param(
+            {"smtp_security": "starttls"}, "CERTIFICATE_VERIFY_FAILED", id="untrusted-cert"
+        ),
+        pytest.param(
+            {
+                "smtp_security": "starttls",
+                "smtp_validate_certs": False,
+                "smtp_username": "wod",
+                "smtp_password": "wrong",
+            },
+            "535",
+            id="wrong-password",
+        ),
+        pytest.param(
+            {"smtp_security": "starttls", "smtp_validate_certs": False}, "530", id="no-auth"
+        ),
+        pytest.param({"smtp_security": "none"}, "530", id="no-starttls"),
+        pytest.param(
+            {"smtp_username": "wod"},
+            "Mailer.smtp_username is set but there is no password",
+            id="no-password",
+        ),
+    ],
+)
+async def test_configuration_errors_keep_the_message_for_later(
+    db, smtp_server_factory, monkeypatch, config, error
+):
+    monkeypatch.delenv("WOD_HUB_SMTP_PASSWORD", raising=False)
+    server = smtp_server_factory(starttls=True, users={"wod": "relay-password"})
+    mailer = Mailer(
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        from_address="workshops@example.org",
+        timeout=5,
+        **config,
+    )
+    await queue(db)
+    sender = MailSender(db, mailer, secrets_provider=fake_secrets)
+    assert await sender.send_due(now=T0) == 0
+    [row] = await rows(db)
+    assert (row.state, row.attempts) == ("pending", 1) and error in row.last_error, row.last_error
+    # the operator fixes the configuration: the message goes out at its next attempt
+    mailer.smtp_security, mailer.smtp_validate_certs = "starttls", False
+    mailer.smtp_username, mailer.smtp_password = "wod", "relay-password"
+    assert await sender.send_due(now=T0 + timedelta(minutes=5)) == 1
+    assert len(await server.async_wait_for_count(None, 1)) == 1

@@ -281,6 +281,12 @@ class Mailer(LoggingConfigurable):
         help="Check the SMTP server's TLS certificate. Disable only for a relay with a self-signed certificate.",
     ).tag(config=True)
 
+    smtp_ca_file = Unicode(
+        "",
+        help="""PEM file of the certificate authorities to trust for the SMTP server's TLS
+        certificate (a private CA); empty: the system's trust store.""",
+    ).tag(config=True)
+
     smtp_username = Unicode(
         "", help="User name for SMTP authentication; empty: no authentication."
     ).tag(config=True)
@@ -406,6 +412,12 @@ class Mailer(LoggingConfigurable):
             raise ValueError(f"Mailer.{proposal.trait.name} must be at least 1.")
         return proposal.value
 
+    @validate("smtp_ca_file")
+    def _validate_ca_file(self, proposal):
+        if proposal.value and not Path(proposal.value).is_file():
+            raise ValueError(f"Mailer.smtp_ca_file: {proposal.value!r} is not a file.")
+        return proposal.value
+
     @validate("templates_path")
     def _validate_templates_path(self, proposal):
         for path in proposal.value:
@@ -478,6 +490,7 @@ class Mailer(LoggingConfigurable):
             use_tls=self.smtp_security == "tls",
             start_tls=self.smtp_security == "starttls",
             validate_certs=self.smtp_validate_certs,
+            cert_bundle=self.smtp_ca_file or None,
             timeout=self.timeout,
         )
 
@@ -491,7 +504,7 @@ class Mailer(LoggingConfigurable):
         finally:
             try:
                 await client.quit()
-            except aiosmtplib.SMTPException:
+            except Exception:  # the connection may already be gone; keep the first error
                 client.close()
 
     async def send(self, message: EmailMessage) -> None:

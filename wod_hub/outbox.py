@@ -450,11 +450,9 @@ class MailSender:
                 for item in prepared:
                     try:
                         await smtp.send_message(item.message)
-                    except (
-                        aiosmtplib.SMTPRecipientsRefused,
-                        aiosmtplib.SMTPSenderRefused,
-                        aiosmtplib.SMTPDataError,
-                    ) as e:
+                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError) as e:
+                        # about this message (unknown recipient, content refused): a 5xx
+                        # answer will not change, a 4xx may
                         code = _smtp_code(e)
                         outcomes.append(
                             _Outcome(
@@ -462,6 +460,14 @@ class MailSender:
                                 item.attempts,
                                 error=_redact(_describe(e), item.secrets),
                                 permanent=code is not None and code >= 500,
+                            )
+                        )
+                    except aiosmtplib.SMTPSenderRefused as e:
+                        # about our configuration (sender address, STARTTLS or AUTH
+                        # required): retried, since an operator can fix it
+                        outcomes.append(
+                            _Outcome(
+                                item.id, item.attempts, error=_redact(_describe(e), item.secrets)
                             )
                         )
                     else:
