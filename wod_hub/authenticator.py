@@ -289,6 +289,17 @@ class WorkshopAuthenticator(Authenticator):
             "groups": [registration.workshop_id],
         }
 
+    async def delete_user(self, user):
+        """A student deleted in the hub's admin panel ends its session like an expiry
+        (locked out now; the lifecycle service cleans up and gives the seat back)."""
+        from jupyterhub.utils import maybe_future
+
+        await maybe_future(super().delete_user(user))
+        if user.name.startswith("student"):
+            from .admin_actions import hub_user_deleted
+
+            await hub_user_deleted(await self.wod.ready(), user.name)
+
     async def refresh_user(self, user, handler=None):
         """A student whose registration is no longer live must log in again (and is told why)."""
         if not user.name.startswith("student") or user.admin:

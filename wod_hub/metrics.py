@@ -107,6 +107,9 @@ async def take_snapshot(session) -> Snapshot:
             snap.registrations[(wid, outcome)] = int(n or 0)
         snap.expirations[wid] = int(expired or 0)
         snap.active[wid] = int(active or 0)
+    for wid in snap.workshops:  # every series exists from the start (rate() needs a 0)
+        for outcome in REGISTRATION_OUTCOMES:
+            snap.registrations.setdefault((wid, outcome), 0)
     snap.outbox = dict(
         (
             await session.execute(

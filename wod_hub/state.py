@@ -63,6 +63,9 @@ class WodState:
         self.sender = MailSender(self.db.sessionmaker, self.mailer, secrets_provider=self.mail_secrets)
         if self.auth.send_mail:
             self.sender.start()
+        from . import metrics  # wod_* figures on the hub's /hub/metrics
+
+        self.metrics = metrics.start(self.db, parent=self.auth)
         self.log.info(
             "wod-hub ready: %d workshops from %s, database %s",
             len(self.catalog.workshops),

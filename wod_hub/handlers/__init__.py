@@ -7,11 +7,13 @@ from .start import StartHandler
 
 
 def get_handlers():
-    from . import api_lifecycle, participant
+    from . import admin, api_admin, api_lifecycle, participant
 
     return [
         *api_lifecycle.get_handlers(),
         *participant.get_handlers(),
+        *admin.admin_handlers(),
+        *api_admin.api_admin_handlers(),
         (r"/login", WodLoginHandler),
         (r"/wod/register", RegisterHandler),
         (r"/wod/start", StartHandler),
