@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from datetime import datetime
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -431,3 +432,101 @@ def test_output_is_what_nbformat_writes(tmp_path, sources):
     nbformat.validate(nb)
     assert data == (nbformat.writes(nb) + "\n").encode()
     assert len(nb.cells) == len(sources)
+
+
+# ---- the sample workshops run --------------------------------------------------------------------
+def execute(path, cwd):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(
+        nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    ).execute()
+    return nb
+
+
+def outputs_text(nb) -> str:
+    return "\n".join(
+        o.get("text", "") + json.dumps(o.get("data", {}))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workshop_id", ["WKSHP-JupyterNotebooks101", "WKSHP-Python101"])
+def test_sample_notebooks_execute(tmp_path, workshop_id):
+    catalog = load_catalog([SAMPLES])
+    workshop = catalog.workshops[workshop_id]
+    number = workshop.student_range[0] + 1
+    render_workshop(workshop, ctx_for(number), tmp_path, catalog.variables)
+    for name in workshop.notebooks:
+        if name == "3-Exercise.ipynb":
+            continue
+        nb = execute(tmp_path / name, tmp_path)
+        assert nb.cells, name
+    if workshop_id == "WKSHP-Python101":
+        assert "student102" in outputs_text(
+            execute(tmp_path / "1-Types-and-Control-Flow.ipynb", tmp_path)
+        )
+
+
+@pytest.mark.slow
+def test_python101_exercise_is_checked(tmp_path):
+    from nbclient.exceptions import CellExecutionError
+
+    catalog = load_catalog([SAMPLES])
+    render_workshop(catalog.workshops["WKSHP-Python101"], ctx_for(150), tmp_path, catalog.variables)
+    path = tmp_path / "3-Exercise.ipynb"
+    with pytest.raises(CellExecutionError, match="NotImplementedError"):
+        execute(path, tmp_path)  # the stub as delivered fails the check
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[1].source = (
+        "from collections import Counter\n\n"
+        "def word_count(text):\n"
+        "    return dict(Counter(w.strip('.,;:!?') for w in text.lower().split()))\n"
+    )
+    nbformat.write(nb, str(path))
+    assert "All good, student150!" in outputs_text(execute(path, tmp_path))
+
+
+@pytest.mark.slow
+def test_hub_api_sample_against_a_real_hub(tmp_path, hub_factory):
+    """HubAPI101 executed by a single-user process a real JupyterHub spawned, with the token and
+    API URL the hub gave it: the notebook finds out it is the student it was rendered for."""
+    import sys
+    import time
+
+    catalog = load_catalog([SAMPLES])
+    workshop = catalog.workshops["WKSHP-HubAPI101"]
+    rendered, results = tmp_path / "rendered", tmp_path / "results"
+    results.mkdir()
+    render_workshop(workshop, ctx_for(205), rendered, catalog.variables)
+    runner = Path(__file__).parent / "fixtures" / "run_notebooks_then_serve.py"
+    hub = hub_factory(
+        stock=True,
+        spawner=f"""
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [{sys.executable!r}, {str(runner)!r}]
+c.Spawner.default_url = ""
+c.Spawner.http_timeout = 60
+c.Spawner.environment = {{"WOD_TEST_NOTEBOOKS": {str(rendered)!r}, "WOD_TEST_RESULTS": {str(results)!r}}}
+""",
+    )
+    assert hub.api("POST", "/users/student205").status_code == 201
+    assert hub.api("POST", "/users/student206").status_code == 201
+    assert hub.api("POST", "/users/student205/server").status_code in (201, 202)
+    deadline = time.monotonic() + 180
+    while not (results / "results.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (results / "results.json").exists(), hub.log_tail()
+    outcome = json.loads((results / "results.json").read_text())
+    assert outcome == {name: "ok" for name in workshop.notebooks}, outcome
+    token_lab = outputs_text(nbformat.read(str(results / "1-Your-Token.ipynb"), as_version=4))
+    assert "The hub says you are student205" in token_lab
+    scopes_lab = outputs_text(
+        nbformat.read(str(results / "2-Status-Codes-and-Scopes.ipynb"), as_version=4)
+    )
+    assert "GET /users -> 403" in scopes_lab and "GET /users/student205 -> 200" in scopes_lab
+    assert "404" in scopes_lab  # the neighbour, student206, exists but is not yours
