@@ -68,12 +68,12 @@ class HubProcess:
         return textwrap.dedent(
             f"""
             c = get_config()  # noqa
-            c.JupyterHub.bind_url = {self.url + '/'!r}
+            c.JupyterHub.bind_url = {self.url + "/"!r}
             c.JupyterHub.hub_port = {free_port()}
             c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
-            c.ConfigurableHTTPProxy.pid_file = {str(self.workdir / 'proxy.pid')!r}
-            c.JupyterHub.db_url = "sqlite:///{self.workdir / 'jupyterhub.sqlite'}"
-            c.JupyterHub.cookie_secret_file = {str(self.workdir / 'cookie_secret')!r}
+            c.ConfigurableHTTPProxy.pid_file = {str(self.workdir / "proxy.pid")!r}
+            c.JupyterHub.db_url = "sqlite:///{self.workdir / "jupyterhub.sqlite"}"
+            c.JupyterHub.cookie_secret_file = {str(self.workdir / "cookie_secret")!r}
             c.JupyterHub.cleanup_servers = True
             c.JupyterHub.services = [{{"name": "tests", "api_token": {self.api_token!r}}}]
             c.JupyterHub.load_roles = [{{"name": "tests", "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users"], "services": ["tests"]}}]
@@ -87,12 +87,14 @@ class HubProcess:
         from wod_hub import tokens
 
         admin_hash = tokens.hash_password(self.admin_password)
-        return self.base_config() + textwrap.dedent(
-            f"""
+        return (
+            self.base_config()
+            + textwrap.dedent(
+                f"""
             c.JupyterHub.authenticator_class = "wod"
             c.WorkshopAuthenticator.workshop_dirs = {self.workshop_dirs!r}
             c.WorkshopAuthenticator.db_url = {self.db_url!r}
-            c.WorkshopAuthenticator.secret_key_file = {str(self.workdir / 'wod_secret')!r}
+            c.WorkshopAuthenticator.secret_key_file = {str(self.workdir / "wod_secret")!r}
             c.WorkshopAuthenticator.admin_password_hashes = {{"admin": {admin_hash!r}}}
             c.Mailer.smtp_host = "127.0.0.1"
             c.Mailer.smtp_port = {self.smtp_port or free_port()}
@@ -101,7 +103,10 @@ class HubProcess:
             c.Mailer.backoff_base = 1
             c.Mailer.backoff_max = 2
             """
-        ) + self.spawner_config() + self.extra_config
+            )
+            + self.spawner_config()
+            + self.extra_config
+        )
 
     def spawner_config(self) -> str:
         return {
@@ -121,7 +126,11 @@ class HubProcess:
         cfg.write_text(self.config())
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join(
-            [str(ROOT / ".tools/node_modules/.bin"), str(Path(sys.executable).parent), env.get("PATH", "")]
+            [
+                str(ROOT / ".tools/node_modules/.bin"),
+                str(Path(sys.executable).parent),
+                env.get("PATH", ""),
+            ]
         )
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -135,7 +144,9 @@ class HubProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"the hub exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 r = requests.get(self.url + "/hub/login", timeout=2)
                 if r.status_code == 200 and (self.stock or "wod-register" in r.text):

@@ -11,7 +11,9 @@ pytestmark = pytest.mark.browser
 
 
 def test_register_in_chromium(page, hub_factory, smtp_server, tmp_path):
-    workshops = make_workshops(tmp_path / "workshops", ("WKSHP-Alpha", 5, 1, 10), ("WKSHP-Beta", 5, 11, 20))
+    workshops = make_workshops(
+        tmp_path / "workshops", ("WKSHP-Alpha", 5, 1, 10), ("WKSHP-Beta", 5, 11, 20)
+    )
     hub = hub_factory(smtp_port=smtp_server.port, workshop_dirs=[workshops])
 
     page.goto(hub.url + "/hub/login")

@@ -50,10 +50,16 @@ def counts(db_url: str) -> dict:
         try:
             async with db.session() as s:
                 return {
-                    "participants": (await s.execute(select(func.count(Participant.id)))).scalar_one(),
-                    "registrations": (await s.execute(select(func.count(Registration.id)))).scalar_one(),
+                    "participants": (
+                        await s.execute(select(func.count(Participant.id)))
+                    ).scalar_one(),
+                    "registrations": (
+                        await s.execute(select(func.count(Registration.id)))
+                    ).scalar_one(),
                     "outbox": (await s.execute(select(func.count(OutboxMessage.id)))).scalar_one(),
-                    "in_use": dict((await s.execute(select(WorkshopRow.id, WorkshopRow.seats_in_use))).all()),
+                    "in_use": dict(
+                        (await s.execute(select(WorkshopRow.id, WorkshopRow.seats_in_use))).all()
+                    ),
                 }
         finally:
             await db.dispose()
@@ -126,7 +132,10 @@ def start_with_link(session: requests.Session, link: str) -> requests.Response:
     assert "Start my workshop" in page.text
     token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
     return session.post(
-        link.split("?")[0], data={"_xsrf": xsrf_from(page.text), "token": token}, allow_redirects=False, timeout=30
+        link.split("?")[0],
+        data={"_xsrf": xsrf_from(page.text), "token": token},
+        allow_redirects=False,
+        timeout=30,
     )
 
 
@@ -203,10 +212,14 @@ BAD_INPUTS = [
     pytest.param({"email": ""}, "email", "Enter your e-mail", id="missing-email"),
     pytest.param({"email": "not-an-address"}, "email", "not valid", id="invalid-email"),
     pytest.param({"email": "x@mailinator.com"}, "email", "disposable", id="disposable-domain"),
-    pytest.param({"first_name": ""}, "first_name", "Enter your first name", id="missing-first-name"),
+    pytest.param(
+        {"first_name": ""}, "first_name", "Enter your first name", id="missing-first-name"
+    ),
     pytest.param({"last_name": "x" * 101}, "last_name", "too long", id="long-last-name"),
     pytest.param({"company": ""}, "company", "Enter your company", id="missing-company"),
-    pytest.param({"first_name": "   "}, "first_name", "Enter your first name", id="blank-first-name"),
+    pytest.param(
+        {"first_name": "   "}, "first_name", "Enter your first name", id="blank-first-name"
+    ),
     pytest.param({"workshop": "WKSHP-Nope"}, "workshop", "does not exist", id="unknown-workshop"),
     pytest.param({"workshop": ""}, "workshop", "Choose a workshop", id="no-workshop"),
     pytest.param({"terms": None}, "terms", "Accept the terms", id="terms-not-accepted"),
@@ -313,7 +326,11 @@ def test_recover_does_not_reveal_registrations(hub, smtp):
     def recover(email):
         s = requests.Session()
         page = s.get(hub.url + "/hub/wod/recover", timeout=30)
-        return s.post(hub.url + "/hub/wod/recover", data={"_xsrf": xsrf_from(page.text), "email": email}, timeout=30)
+        return s.post(
+            hub.url + "/hub/wod/recover",
+            data={"_xsrf": xsrf_from(page.text), "email": email},
+            timeout=30,
+        )
 
     known, unknown = recover("ada50@example.org"), recover("nobody@example.org")
     assert known.status_code == unknown.status_code == 200
@@ -346,7 +363,9 @@ def test_control_characters_never_reach_the_database(hub):
     async def stored():
         db = Database(hub.db_url)
         async with db.session() as s:
-            p = (await s.execute(select(Participant).where(Participant.email == "ada90@example.org"))).scalar_one()
+            p = (
+                await s.execute(select(Participant).where(Participant.email == "ada90@example.org"))
+            ).scalar_one()
         await db.dispose()
         return p.first_name
 
@@ -359,7 +378,12 @@ def test_rate_limit_per_ip(hub_factory, smtp_server, workshops):
         workshop_dirs=[workshops],
         extra_config="c.WorkshopAuthenticator.registration_limit_per_ip = 2\n",
     )
-    codes = [register(requests.Session(), hub, **person(70 + i, workshop="WKSHP-Beta")).status_code for i in range(3)]
+    codes = [
+        register(requests.Session(), hub, **person(70 + i, workshop="WKSHP-Beta")).status_code
+        for i in range(3)
+    ]
     assert codes[:2] == [200, 200]
     r = register(requests.Session(), hub, **person(80, workshop="WKSHP-Beta"))
-    assert r.status_code == 429 and "Too many registrations" in r.text and "Retry-After" in r.headers
+    assert (
+        r.status_code == 429 and "Too many registrations" in r.text and "Retry-After" in r.headers
+    )

@@ -21,7 +21,9 @@ GOOD = {
 
 
 def parse(**over):
-    return RegistrationForm.parse({**GOOD, **over}, workshop_ids=["WKSHP-A", "WKSHP-B"], denied_domains=["evil.test"])
+    return RegistrationForm.parse(
+        {**GOOD, **over}, workshop_ids=["WKSHP-A", "WKSHP-B"], denied_domains=["evil.test"]
+    )
 
 
 def test_parse_normalizes():
@@ -44,8 +46,17 @@ def test_parse_normalizes():
         ({"workshop": "WKSHP-Z"}, "workshop"),
         ({"terms": ""}, "terms"),
     ],
-    ids=["syntax", "denied-subdomain", "disposable", "too-long", "empty-name", "control", "long-company",
-         "unknown-workshop", "terms"],
+    ids=[
+        "syntax",
+        "denied-subdomain",
+        "disposable",
+        "too-long",
+        "empty-name",
+        "control",
+        "long-company",
+        "unknown-workshop",
+        "terms",
+    ],
 )
 def test_parse_errors_name_the_field(over, field):
     with pytest.raises(FormError) as e:
@@ -88,7 +99,9 @@ async def count(db, model):
 
 async def test_register_takes_lowest_seat_and_records_event(db):
     async with db.begin_write() as s:
-        result = await register(s, parse(), duration=timedelta(hours=2), password_hash_for=lambda *a: "sha256$x")
+        result = await register(
+            s, parse(), duration=timedelta(hours=2), password_hash_for=lambda *a: "sha256$x"
+        )
     assert (result.student_number, result.username) == (1, "student1")
     async with db.session() as s:
         reg = await s.get(Registration, result.registration_id)
@@ -118,8 +131,12 @@ async def test_one_live_registration_per_workshop_or_overall(db):
         await register(s, parse(workshop="WKSHP-B"), duration=timedelta(hours=2))
     with pytest.raises(AlreadyRegistered):
         async with db.begin_write() as s:
-            await register(s, parse(email="ada@example.org", workshop="WKSHP-B"), duration=timedelta(hours=2),
-                           one_per_email_overall=True)
+            await register(
+                s,
+                parse(email="ada@example.org", workshop="WKSHP-B"),
+                duration=timedelta(hours=2),
+                one_per_email_overall=True,
+            )
 
 
 async def test_on_registered_failure_leaves_nothing(db):
@@ -131,4 +148,8 @@ async def test_on_registered_failure_leaves_nothing(db):
             await register(s, parse(), duration=timedelta(hours=2), on_registered=boom)
     assert await count(db, Registration) == 0
     async with db.session() as s:
-        assert (await s.execute(select(func.count()).select_from(Seat).where(Seat.registration_id.is_not(None)))).scalar_one() == 0
+        assert (
+            await s.execute(
+                select(func.count()).select_from(Seat).where(Seat.registration_id.is_not(None))
+            )
+        ).scalar_one() == 0

@@ -72,7 +72,9 @@ class WorkshopAuthenticator(Authenticator):
             except ValueError:
                 raise ValueError("WorkshopAuthenticator.secret_key must be hex-encoded") from None
             if len(raw) < 32:
-                raise ValueError("WorkshopAuthenticator.secret_key must be at least 32 bytes (64 hex digits)")
+                raise ValueError(
+                    "WorkshopAuthenticator.secret_key must be at least 32 bytes (64 hex digits)"
+                )
         return value
 
     @property
@@ -89,7 +91,11 @@ class WorkshopAuthenticator(Authenticator):
     @property
     def public_hub_url(self) -> str:
         """The hub's public URL ending in ``/hub/``."""
-        base = self.public_url or getattr(self.parent, "public_url", "") or getattr(self.parent, "bind_url", "")
+        base = (
+            self.public_url
+            or getattr(self.parent, "public_url", "")
+            or getattr(self.parent, "bind_url", "")
+        )
         base = base or "http://localhost:8000/"
         base = base if base.endswith("/") else base + "/"
         return base + "hub/"
@@ -107,7 +113,9 @@ class WorkshopAuthenticator(Authenticator):
         'email': one live registration in total.""",
     ).tag(config=True)
 
-    require_company = Bool(True, help="Require the company field on the registration form.").tag(config=True)
+    require_company = Bool(True, help="Require the company field on the registration form.").tag(
+        config=True
+    )
 
     terms_url = Unicode(
         "",
@@ -134,12 +142,18 @@ class WorkshopAuthenticator(Authenticator):
         help="'Lost my link' requests per e-mail address per `rate_limit_window` (0 disables).",
     ).tag(config=True)
 
-    rate_limit_window = Float(3600.0, help="Window of the rate limits, in seconds.").tag(config=True)
+    rate_limit_window = Float(3600.0, help="Window of the rate limits, in seconds.").tag(
+        config=True
+    )
 
-    @validate("registration_limit_per_ip", "registration_limit_per_email", "recover_limit_per_email")
+    @validate(
+        "registration_limit_per_ip", "registration_limit_per_email", "recover_limit_per_email"
+    )
     def _validate_limits(self, proposal):
         if proposal["value"] < 0:
-            raise ValueError(f"WorkshopAuthenticator.{proposal['trait'].name} must be >= 0 (0 disables it)")
+            raise ValueError(
+                f"WorkshopAuthenticator.{proposal['trait'].name} must be >= 0 (0 disables it)"
+            )
         return proposal["value"]
 
     login_link_ttl = Float(
@@ -160,12 +174,14 @@ class WorkshopAuthenticator(Authenticator):
     ).tag(config=True)
 
     # ---- branding and mail ----------------------------------------------------
-    brand_name = Unicode("wod-hub", help="Brand shown in pages, e-mails and notebooks (BRANDING).").tag(
-        config=True
-    )
+    brand_name = Unicode(
+        "wod-hub", help="Brand shown in pages, e-mails and notebooks (BRANDING)."
+    ).tag(config=True)
     brand_url = Unicode("", help="Brand link (BRANDINGURL).").tag(config=True)
     brand_logo_url = Unicode("", help="Brand logo image URL (BRANDINGLOGO).").tag(config=True)
-    survey_url = Unicode("", help="Survey link in the final e-mail and notebooks (SURVEYURL).").tag(config=True)
+    survey_url = Unicode("", help="Survey link in the final e-mail and notebooks (SURVEYURL).").tag(
+        config=True
+    )
 
     send_mail = Bool(
         True,
@@ -208,7 +224,9 @@ class WorkshopAuthenticator(Authenticator):
         self._wod = None
         if self.inject_templates and hasattr(self.parent, "template_paths"):
             paths = [*self.extra_template_paths, str(TEMPLATE_DIR / "hub")]
-            self.parent.template_paths = paths + [p for p in self.parent.template_paths if p not in paths]
+            self.parent.template_paths = paths + [
+                p for p in self.parent.template_paths if p not in paths
+            ]
 
     @property
     def wod(self):
@@ -269,7 +287,9 @@ class WorkshopAuthenticator(Authenticator):
                 await session.execute(
                     select(Registration, Seat)
                     .join(Seat, Seat.registration_id == Registration.id)
-                    .where(Registration.username == username, Registration.state.in_(LIVE_STATE_VALUES))
+                    .where(
+                        Registration.username == username, Registration.state.in_(LIVE_STATE_VALUES)
+                    )
                 )
             ).first()
         if row is None:
@@ -277,7 +297,9 @@ class WorkshopAuthenticator(Authenticator):
             secrets.compare_digest(password, "x" * 16)
             return None
         registration, seat = row
-        if not seat.password_hash or not tokens.verify_generated_secret(password, seat.password_hash):
+        if not seat.password_hash or not tokens.verify_generated_secret(
+            password, seat.password_hash
+        ):
             return None
         return self._auth_model(registration)
 
@@ -309,7 +331,8 @@ class WorkshopAuthenticator(Authenticator):
             live = (
                 await session.execute(
                     select(Registration.id).where(
-                        Registration.username == user.name, Registration.state.in_(LIVE_STATE_VALUES)
+                        Registration.username == user.name,
+                        Registration.state.in_(LIVE_STATE_VALUES),
                     )
                 )
             ).first()

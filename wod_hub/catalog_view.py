@@ -48,7 +48,9 @@ class WorkshopCard:
         return f"{hours} h" if hours else f"{minutes} min"
 
 
-def build_cards(workshops, rows: dict[str, dict], registrants: dict[str, int], popular_count: int = 10):
+def build_cards(
+    workshops, rows: dict[str, dict], registrants: dict[str, int], popular_count: int = 10
+):
     """Cards for the active workshops, in catalog order.
 
     ``rows``: workshop id -> {"capacity", "in_use", "open"}; ``registrants``:
@@ -92,9 +94,9 @@ async def load_cards(session, catalog, popular_count: int = 10) -> list[Workshop
     registrants = dict(
         (
             await session.execute(
-                select(Registration.workshop_id, func.count(distinct(Registration.participant_id))).group_by(
-                    Registration.workshop_id
-                )
+                select(
+                    Registration.workshop_id, func.count(distinct(Registration.participant_id))
+                ).group_by(Registration.workshop_id)
             )
         ).all()
     )

@@ -217,6 +217,11 @@ class Database:
             write_engine = self.engine
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessionmaker = async_sessionmaker(write_engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Inside this process, writers queue on an
+        # asyncio lock (FIFO, no polling); other processes still meet the busy timeout.
+        # Without it, concurrent writers spin in SQLite's busy handler (sleeps up to
+        # 100 ms, unfair) while holding pool connections: a burst collapses.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def safe_url(self) -> str:
@@ -237,6 +242,15 @@ class Database:
 
     @asynccontextmanager
     async def begin_write(self) -> AsyncIterator[AsyncSession]:
+        if self._write_lock is None:
+            async with self._begin_write() as session:
+                yield session
+        else:
+            async with self._write_lock, self._begin_write() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _begin_write(self) -> AsyncIterator[AsyncSession]:
         async with self.write_sessionmaker() as session:
             async with session.begin():
                 # take the SQLite write lock now, not at the first write

@@ -28,7 +28,9 @@ class Inbox:
         self.messages: list[dict] = []
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler API
-        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        msg = email.message_from_bytes(
+            envelope.original_content or envelope.content, policy=email.policy.default
+        )
         text = msg.get_body(("plain",))
         body_html = msg.get_body(("html",))
         self.messages.insert(
@@ -79,7 +81,7 @@ class MessageHandler(web.RequestHandler):
             # the hub's own HTML e-mail, shown as the participant would see it
             self.set_header("Content-Security-Policy", "script-src 'none'")
             return self.finish(m["html"])
-        html_link = f"<p><a href='?part=html'>View the HTML version</a></p>" if m["html"] else ""
+        html_link = "<p><a href='?part=html'>View the HTML version</a></p>" if m["html"] else ""
         body = (
             f"<p><a href='{self.settings['prefix']}'>&larr; inbox</a></p><h1>{html.escape(m['subject'])}</h1>"
             f"<p>From {html.escape(m['from'])} to {html.escape(m['to'])} at {m['received']}</p>{html_link}"
@@ -112,7 +114,10 @@ async def serve(smtp_host: str, smtp_port: int, http_host: str, http_port: int, 
     controller.start()
     app = make_app(inbox, prefix)
     app.listen(http_port, http_host)
-    print(f"mail catcher: SMTP on {smtp_host}:{smtp_port}, inbox on http://{http_host}:{http_port}{prefix}", flush=True)
+    print(
+        f"mail catcher: SMTP on {smtp_host}:{smtp_port}, inbox on http://{http_host}:{http_port}{prefix}",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -120,7 +125,9 @@ async def serve(smtp_host: str, smtp_port: int, http_host: str, http_port: int, 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m wod_hub.devmail", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m wod_hub.devmail", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--smtp-host", default="127.0.0.1")
     parser.add_argument("--smtp-port", type=int, default=1025)
     parser.add_argument("--http-host", default="127.0.0.1")

@@ -116,7 +116,9 @@ class Seat(Base):
     one student number belonging to two workshops impossible."""
 
     __tablename__ = "wod_seats"
-    __table_args__ = (Index("ix_wod_seats_free", "workshop_id", "registration_id", "student_number"),)
+    __table_args__ = (
+        Index("ix_wod_seats_free", "workshop_id", "registration_id", "student_number"),
+    )
 
     student_number: Mapped[int] = mapped_column(Integer, primary_key=True)
     workshop_id: Mapped[str] = mapped_column(
@@ -225,7 +227,9 @@ class OutboxMessage(Base):
     )
     # e.g. "reg:42:reminder": the same logical e-mail is never queued twice
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    state: Mapped[str] = mapped_column(String(20), nullable=False, default=OutboxState.pending.value)
+    state: Mapped[str] = mapped_column(
+        String(20), nullable=False, default=OutboxState.pending.value
+    )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -239,7 +243,9 @@ class OutboxMessage(Base):
 
 class Badge(Base):
     __tablename__ = "wod_badges"
-    __table_args__ = (UniqueConstraint("participant_id", "badge", name="uq_wod_badges_participant_badge"),)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "badge", name="uq_wod_badges_participant_badge"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     participant_id: Mapped[int] = mapped_column(
@@ -258,7 +264,9 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(100), nullable=False)  # "participant", "admin:alice", "lifecycle"
+    actor: Mapped[str] = mapped_column(
+        String(100), nullable=False
+    )  # "participant", "admin:alice", "lifecycle"
     kind: Mapped[str] = mapped_column(String(50), nullable=False)
     registration_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("wod_registrations.id", ondelete="SET NULL"), nullable=True, index=True

@@ -212,7 +212,9 @@ async def register(
     registration.student_number = seat.student_number
     registration.username = seat.username
     if password_hash_for is not None:
-        seat.password_hash = password_hash_for(form.workshop_id, seat.student_number, seat.generation)
+        seat.password_hash = password_hash_for(
+            form.workshop_id, seat.student_number, seat.generation
+        )
     session.add(
         Event(
             at=now,

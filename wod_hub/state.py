@@ -60,7 +60,9 @@ class WodState:
         await self.db.migrate()
         async with self.db.begin_write() as session:
             await sync_workshops(session, list(self.catalog.workshops.values()))
-        self.sender = MailSender(self.db.sessionmaker, self.mailer, secrets_provider=self.mail_secrets)
+        self.sender = MailSender(
+            self.db.sessionmaker, self.mailer, secrets_provider=self.mail_secrets
+        )
         if self.auth.send_mail:
             self.sender.start()
         from . import metrics  # wod_* figures on the hub's /hub/metrics
@@ -88,10 +90,14 @@ class WodState:
 
     # ---- helpers used by handlers, spawner, mail ----------------------------
     def seat_password(self, workshop_id: str, student_number: int, generation: int) -> str:
-        return tokens.derive_secret(self.secret_key, "seat", workshop_id, student_number, generation)
+        return tokens.derive_secret(
+            self.secret_key, "seat", workshop_id, student_number, generation
+        )
 
     def seat_password_hash(self, workshop_id: str, student_number: int, generation: int) -> str:
-        return tokens.hash_generated_secret(self.seat_password(workshop_id, student_number, generation))
+        return tokens.hash_generated_secret(
+            self.seat_password(workshop_id, student_number, generation)
+        )
 
     @property
     def hub_url(self) -> str:
@@ -148,4 +154,3 @@ class WodState:
     @property
     def hub_host(self) -> str:
         return urlparse(self.hub_url).hostname or "localhost"
-

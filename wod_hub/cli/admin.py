@@ -1,7 +1,7 @@
 """`wod-hub admin ...`: admin accounts for the hub login page.
 
-    wod-hub admin hash-password [--stdin]     print a hash for WorkshopAuthenticator.admin_password_hashes
-    wod-hub admin create NAME [--db-url URL]  store an admin account in wod-hub's database
+wod-hub admin hash-password [--stdin]     print a hash for WorkshopAuthenticator.admin_password_hashes
+wod-hub admin create NAME [--db-url URL]  store an admin account in wod-hub's database
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ async def create_cmd(args) -> int:
     try:
         await db.migrate()
         async with db.begin_write() as session:
-            account = (await session.execute(select(AdminAccount).where(AdminAccount.username == name))).scalar_one_or_none()
+            account = (
+                await session.execute(select(AdminAccount).where(AdminAccount.username == name))
+            ).scalar_one_or_none()
             if account is None:
                 session.add(AdminAccount(username=name, password_hash=password_hash))
                 print(f"admin {name} created")
@@ -60,11 +62,18 @@ async def create_cmd(args) -> int:
 def add_parser(subparsers) -> None:
     admin = subparsers.add_parser("admin", help="admin accounts for the hub login page")
     sub = admin.add_subparsers(dest="admin_command", required=True)
-    p = sub.add_parser("hash-password", help="print a password hash for WorkshopAuthenticator.admin_password_hashes")
+    p = sub.add_parser(
+        "hash-password",
+        help="print a password hash for WorkshopAuthenticator.admin_password_hashes",
+    )
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=hash_password_cmd)
-    p = sub.add_parser("create", help="create (or change the password of) an admin account in the database")
+    p = sub.add_parser(
+        "create", help="create (or change the password of) an admin account in the database"
+    )
     p.add_argument("name")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
-    p.add_argument("--db-url", default=None, help="wod-hub database URL (default: env WOD_HUB_DB_URL)")
+    p.add_argument(
+        "--db-url", default=None, help="wod-hub database URL (default: env WOD_HUB_DB_URL)"
+    )
     p.set_defaults(func=create_cmd)

@@ -49,7 +49,9 @@ def require_any_scope(handler, scopes, what: str = "this page") -> None:
     from tornado import web
 
     if handler.current_user is None:
-        raise web.HTTPError(401 if handler.request.path.startswith(handler.hub.base_url + "api/") else 403,
-                            f"Sign in as an admin to use {what}.")
+        raise web.HTTPError(
+            401 if handler.request.path.startswith(handler.hub.base_url + "api/") else 403,
+            f"Sign in as an admin to use {what}.",
+        )
     if not has_any_scope(handler, scopes):
         raise web.HTTPError(403, f"You do not have permission to use {what}.")

@@ -6,6 +6,7 @@ from jupyterhub.handlers.login import LoginHandler
 
 from ..catalog_view import load_cards
 from .base import WodMixin
+from .participant import ended_notice
 
 REGISTRATION_FIELDS = ("email", "first_name", "last_name", "company", "workshop", "terms")
 
@@ -27,7 +28,7 @@ class WodLoginHandler(WodMixin, LoginHandler):
             "wod_categories": sorted({c for card in cards for c in card.categories}),
             "wod_form": form,
             "wod_errors": kwargs.pop("wod_errors", None) or {},
-            "wod_notice": kwargs.pop("wod_notice", None),
+            "wod_notice": kwargs.pop("wod_notice", None) or await ended_notice(self),
             "wod_terms_url": self.authenticator.terms_url,
             "wod_terms_text": self.authenticator.terms_text,
             "wod_require_company": self.authenticator.require_company,
@@ -35,4 +36,6 @@ class WodLoginHandler(WodMixin, LoginHandler):
             "wod_register_url": self.hub.base_url + "wod/register",
             "wod_recover_url": self.hub.base_url + "wod/recover",
         }
-        return await super()._render(login_error=login_error, username=username or "", **ns, **kwargs)
+        return await super()._render(
+            login_error=login_error, username=username or "", **ns, **kwargs
+        )

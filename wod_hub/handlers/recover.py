@@ -19,7 +19,9 @@ SENT = (
 class RecoverHandler(WodHandler):
     async def get(self):
         await self.wod_ready()
-        self.finish(await self.render_template("wod/recover.html", message=None, error=None, email=""))
+        self.finish(
+            await self.render_template("wod/recover.html", message=None, error=None, email="")
+        )
 
     async def post(self):
         wod = await self.wod_ready()
@@ -30,14 +32,20 @@ class RecoverHandler(WodHandler):
             self.set_status(400)
             return self.finish(
                 await self.render_template(
-                    "wod/recover.html", message=None, error="Enter the e-mail address you registered with.", email=raw
+                    "wod/recover.html",
+                    message=None,
+                    error="Enter the e-mail address you registered with.",
+                    email=raw,
                 )
             )
         retry = wod.ip_limiter.check(self.client_ip) or wod.recover_limiter.hit(email)
         if retry is not None:
             return self.finish(
                 await self.render_template(
-                    "wod/recover.html", message=None, error=self.too_many(retry, "requests"), email=raw
+                    "wod/recover.html",
+                    message=None,
+                    error=self.too_many(retry, "requests"),
+                    email=raw,
                 )
             )
         async with wod.db.begin_write() as session:
@@ -67,4 +75,6 @@ class RecoverHandler(WodHandler):
                 )
         if rows and wod.sender is not None:
             wod.sender.wake()
-        self.finish(await self.render_template("wod/recover.html", message=SENT, error=None, email=""))
+        self.finish(
+            await self.render_template("wod/recover.html", message=SENT, error=None, email="")
+        )

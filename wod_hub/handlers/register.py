@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from tornado import web
-
 from .. import seats
 from ..mail import enqueue
-from ..orm import Registration, State
 from ..registration import AlreadyRegistered, FormError, RegistrationForm, register
 from .login import REGISTRATION_FIELDS, WodLoginHandler
 
@@ -15,7 +12,9 @@ class RegisterHandler(WodLoginHandler):
     async def get(self):
         self.redirect(self.settings["login_url"])
 
-    async def _form_page(self, status: int, form: dict, errors: dict | None = None, notice: str | None = None):
+    async def _form_page(
+        self, status: int, form: dict, errors: dict | None = None, notice: str | None = None
+    ):
         self.set_status(status)
         html = await self._render(wod_form=form, wod_errors=errors or {}, wod_notice=notice)
         self.finish(html)
@@ -40,7 +39,9 @@ class RegisterHandler(WodLoginHandler):
             return await self._form_page(400, shown, e.errors)
         retry = wod.email_limiter.hit(form.email)
         if retry is not None:
-            return await self._form_page(429, shown, notice=self.too_many(retry, "registrations for this address"))
+            return await self._form_page(
+                429, shown, notice=self.too_many(retry, "registrations for this address")
+            )
 
         workshop = wod.catalog.workshops[form.workshop_id]
 
@@ -67,30 +68,31 @@ class RegisterHandler(WodLoginHandler):
                 )
         except seats.WorkshopFull:
             return await self._form_page(
-                409, shown, {"workshop": f"{workshop.name} is full right now. Try again later or pick another workshop."}
+                409,
+                shown,
+                {
+                    "workshop": f"{workshop.name} is full right now. Try again later or pick another workshop."
+                },
             )
         except seats.RegistrationClosed:
             return await self._form_page(
-                409, shown, {"workshop": f"Registration for {workshop.name} is closed at the moment."}
+                409,
+                shown,
+                {"workshop": f"Registration for {workshop.name} is closed at the moment."},
             )
         except AlreadyRegistered as e:
-            name = wod.catalog.workshops[e.workshop_id].name if e.workshop_id in wod.catalog.workshops else e.workshop_id
+            name = (
+                wod.catalog.workshops[e.workshop_id].name
+                if e.workshop_id in wod.catalog.workshops
+                else e.workshop_id
+            )
             return await self._form_page(
                 409,
                 shown,
-                {"email": f"This address is already registered for {name}. Use 'Lost my link?' to get a new login link."},
+                {
+                    "email": f"This address is already registered for {name}. Use 'Lost my link?' to get a new login link."
+                },
             )
-
-        try:
-            await self.auth_to_user({"name": result.username, "admin": False, "groups": [workshop.id]})
-        except Exception:
-            self.log.exception("Could not create hub user %s; releasing the seat", result.username)
-            async with wod.db.begin_write() as session:
-                registration = await session.get(Registration, result.registration_id)
-                registration.state = State.failed.value
-                registration.error = "could not create the hub user"
-                await seats.release_seat(session, result.registration_id)
-            raise web.HTTPError(503, "We could not prepare your account. Please try again in a minute.") from None
 
         if wod.sender is not None:
             wod.sender.wake()
@@ -105,6 +107,18 @@ class RegisterHandler(WodLoginHandler):
         )
         self.set_header("Cache-Control", "no-store")
         self.finish(html)
+
+        # Pre-provision the hub user (admin panel, group per workshop) once the
+        # participant has their answer. Best effort: the first login creates the
+        # user and syncs its group anyway (login_user -> auth_to_user).
+        try:
+            await self.auth_to_user(
+                {"name": result.username, "admin": False, "groups": [workshop.id]}
+            )
+        except Exception:
+            self.log.exception(
+                "Could not pre-create hub user %s; it is created at first login", result.username
+            )
 
     def welcome_context(self, wod, workshop, form, result) -> dict:
         return {

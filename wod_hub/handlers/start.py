@@ -16,7 +16,10 @@ class StartHandler(WodHandler):
     async def get(self):
         token = self.get_argument("token", default="")
         if not token:
-            raise web.HTTPError(400, "This link is incomplete. Copy the whole link from your e-mail, or ask for a new one.")
+            raise web.HTTPError(
+                400,
+                "This link is incomplete. Copy the whole link from your e-mail, or ask for a new one.",
+            )
         await self.wod_ready()
         html = await self.render_template(
             "wod/start.html",
@@ -30,8 +33,13 @@ class StartHandler(WodHandler):
     async def post(self):
         token = self.get_body_argument("token", default="")
         if not token:
-            raise web.HTTPError(400, "This link is incomplete. Copy the whole link from your e-mail, or ask for a new one.")
+            raise web.HTTPError(
+                400,
+                "This link is incomplete. Copy the whole link from your e-mail, or ask for a new one.",
+            )
         user = await self.login_user({"token": token})
         if user is None:
-            raise web.HTTPError(403, "This link is not valid. Ask for a new one with 'Lost my link?'.")
+            raise web.HTTPError(
+                403, "This link is not valid. Ask for a new one with 'Lost my link?'."
+            )
         self.redirect(self.hub.base_url + f"spawn/{user.name}")
