@@ -276,3 +276,40 @@ def test_new_refuses(tmp_path, name, message):
     assert result.returncode == 1
     assert message in result.stderr
     assert sorted(p.name for p in (tmp_path / "workshops").iterdir()) == before
+
+
+# ---- the dispatcher (in process) ------------------------------------------------------------------
+def test_dispatch_async_command_and_missing_modules(monkeypatch, capsys):
+    import types
+
+    from wod_hub import cli
+
+    async def answer(args):
+        return args.n
+
+    fake = types.ModuleType("wod_hub.cli.fake")
+
+    def add_parser(subparsers):
+        p = subparsers.add_parser("fake")
+        p.add_argument("--n", type=int, default=0)
+        p.set_defaults(func=answer)
+
+    fake.add_parser = add_parser
+    monkeypatch.setitem(sys.modules, "wod_hub.cli.fake", fake)
+    real_import = cli.importlib.import_module
+
+    def import_module(name):
+        if name == "wod_hub.cli.broken":
+            raise ModuleNotFoundError("No module named 'somedriver'", name="somedriver")
+        return real_import(name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["author", "fake", "not_written_yet", "broken"])
+    assert cli.main(["fake", "--n", "3"]) == 3  # async command run with asyncio.run
+    assert cli.main(["broken"]) == 1
+    assert (
+        "wod-hub broken is unavailable here: No module named 'somedriver'"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        cli.main(["not_written_yet"])  # skipped silently: argparse does not know it

@@ -15,8 +15,10 @@ import tempfile
 from pathlib import Path
 
 from ..catalog import Catalog, Problem, load_catalog
-from ..personalize import RenderError, render_workshop, sample_context
 from ..wodyml import ERROR
+
+# personalize (nbformat, jsonschema) is imported by the commands that render, so the other
+# `wod-hub` commands start fast.
 
 DEFAULT_DIR = "workshops"
 SCAFFOLD = Path(__file__).resolve().parent.parent / "scaffold"
@@ -32,6 +34,8 @@ def _print_problems(problems: list[Problem]) -> None:
 def _render_check(catalog: Catalog) -> list[Problem]:
     """Render every workshop for its first student: finds what only running the templates shows
     (sandbox refusals, filters failing on values), skipping files already reported."""
+    from ..personalize import RenderError, render_workshop, sample_context
+
     reported = {str(p.path) for p in catalog.errors}
     found = []
     for workshop in catalog.workshops.values():
@@ -71,6 +75,8 @@ def check_cmd(args) -> int:
 
 
 def render_cmd(args) -> int:
+    from ..personalize import RenderError, render_workshop, sample_context
+
     dirs = args.dirs or [DEFAULT_DIR]
     catalog = load_catalog(dirs)
     workshop = catalog.workshops.get(args.workshop) or next(
