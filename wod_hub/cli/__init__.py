@@ -14,7 +14,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ["author", "db", "admin", "ops"]
+COMMAND_MODULES = ["author", "db", "admin", "ops", "content"]
 
 
 def _unavailable(name: str, error: ImportError):
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"{__name__}.{name}")
-            add_parser = module.add_parser
+            add_parser = getattr(module, "add_parser", None)
+            if add_parser is None:
+                continue  # a helper module, not a command
         except ModuleNotFoundError as e:
             if e.name == f"{__name__}.{name}":
                 continue  # not written yet: skipped silently
