@@ -19,6 +19,7 @@ from . import tokens
 from .catalog import Catalog, load_catalog
 from .db import Database
 from .mail import Mailer, MailSender
+from .outbox import CancelMessage
 from .orm import LIVE_STATE_VALUES, OutboxMessage, Participant, Registration, Seat, utcnow
 from .personalize import StudentContext
 from .ratelimit import RateLimiter
@@ -112,12 +113,12 @@ class WodState:
             return {}
         registration = await session.get(Registration, message.registration_id)
         if registration is None or registration.state not in LIVE_STATE_VALUES:
-            return {}
+            raise CancelMessage("the registration has ended: no login link to send")
         seat = (
             await session.execute(select(Seat).where(Seat.registration_id == registration.id))
         ).scalar_one_or_none()
         if seat is None:
-            return {}
+            raise CancelMessage("the registration holds no seat any more")
         ttl = min(
             timedelta(seconds=self.auth.login_link_ttl),
             max(registration.expires_at - utcnow(), timedelta(minutes=5)),
