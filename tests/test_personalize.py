@@ -366,8 +366,16 @@ def test_symlink_outside_never_delivered(tmp_path):
     (tmp_path / "secret.txt").write_text("s3cret")
     folder = make_workshop(tmp_path / "ws")
     (folder / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "alias.txt").symlink_to(folder / "notes.txt")
+    (folder / "hooks").mkdir()
+    (folder / "hooks" / "create.sh").write_text("#!/bin/sh\n# secret setup\n")
+    (folder / "hook-alias.sh").symlink_to(folder / "hooks" / "create.sh")
     workshop, _ = load_one_lenient(tmp_path / "ws")
-    assert "leak.txt" not in render_workshop_files(workshop, ctx_for(), {})
+    assert "create" in workshop.hooks
+    files = render_workshop_files(workshop, ctx_for(), {})
+    assert sorted(files) == ["0-ReadMeFirst.ipynb", "alias.txt", "notes.txt"]
+    assert files["alias.txt"] == b"mine"
 
 
 def test_template_cache_follows_file_changes(tmp_path):
@@ -530,3 +538,13 @@ c.Spawner.environment = {{"WOD_TEST_NOTEBOOKS": {str(rendered)!r}, "WOD_TEST_RES
     )
     assert "GET /users -> 403" in scopes_lab and "GET /users/student205 -> 200" in scopes_lab
     assert "404" in scopes_lab  # the neighbour, student206, exists but is not yours
+
+
+def test_variables_keyword_as_in_design(tmp_path):
+    """DESIGN.md spells the catalog variables argument ``variables=``; both spellings work."""
+    make_workshop(tmp_path / "ws", notebooks={"0-ReadMeFirst.ipynb": notebook("#md {{ SITE }}")})
+    workshop, _ = load_one_lenient(tmp_path / "ws")
+    render_workshop(workshop, ctx_for(), tmp_path / "home", variables={"SITE": "grenoble"})
+    assert cell_sources((tmp_path / "home/0-ReadMeFirst.ipynb").read_bytes()) == ["grenoble"]
+    files = render_workshop_files(workshop, ctx_for(), {"SITE": "mougins"})
+    assert cell_sources(files["0-ReadMeFirst.ipynb"]) == ["mougins"]

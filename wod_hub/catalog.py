@@ -233,14 +233,18 @@ def content_files(workshop: Workshop) -> list[ContentFile]:
     """What a student receives: everything but metadata, variables, hooks, hidden files,
     checkpoints and symlinks leading outside the folder."""
     root = workshop.path
-    real_root = root.resolve()
-    hook_files = {h.path.resolve() for h in workshop.hooks.values()}
+    hook_files = {h.path for h in workshop.hooks.values()}
+    real_root = real_hooks = None
     out = []
     for path, rel in _walk(root):
-        if rel in (*METADATA_FILES, VARIABLES_FILE) or path.resolve() in hook_files:
+        if rel in (*METADATA_FILES, VARIABLES_FILE) or path in hook_files:
             continue
-        if not path.resolve().is_relative_to(real_root):
-            continue
+        if path.is_symlink():  # _walk never descends into directory links: only files can be
+            if real_root is None:
+                real_root, real_hooks = root.resolve(), {h.resolve() for h in hook_files}
+            target = path.resolve()
+            if not target.is_relative_to(real_root) or target in real_hooks or not target.is_file():
+                continue
         suffix = path.suffix.lower()
         if suffix == ".ipynb":
             out.append(ContentFile(path, rel, "notebook"))
