@@ -273,7 +273,10 @@ def test_participant_text_stays_literal(tmp_path, first, last):
             .read_text()
             .replace("student{{ STDID }}", "{{ participant.name }}"),
         },
-        files={"notes.md": "Name: {{ participant.name }}\n"},
+        files={
+            "notes.md": "Name: {{ participant.name }}\n",
+            "settings.json.j2": '{"user": "{{ participant.name }}", "id": {{ STDID }}}\n',
+        },
     ).parent
     workshop, _ = load_one(root)
     files = render_workshop_files(
@@ -282,6 +285,7 @@ def test_participant_text_stays_literal(tmp_path, first, last):
     assert cell_sources(files["0-ReadMeFirst.ipynb"]) == [f"Hi {first} {last}"]
     assert cell_sources(files["1-Text.ipynb"])[0].startswith(f"# Conclusion, {first} {last}\n")
     assert files["notes.md"].decode() == f"Name: {first} {last}\n"
+    assert json.loads(files["settings.json"]) == {"user": f"{first} {last}", "id": 3}
 
 
 def test_undefined_variable_at_render_time(tmp_path):

@@ -241,7 +241,9 @@ def _compile_file(item: ContentFile) -> _Compiled:
         if not _has_jinja(text):
             return _Compiled("plain", raw=raw)
         out = _Compiled("text", raw=raw)
-        out.templates.append(_compile(ENV, text, name, None, out))
+        # in JSON files values are escaped as JSON string content, like in text-first notebooks
+        env = JSON_TEXT_ENV if name.lower().endswith(".json") else ENV
+        out.templates.append(_compile(env, text, name, None, out))
         return out
     try:
         nb = nbformat.reads(text, as_version=4)
