@@ -1,5 +1,6 @@
 """Thin Tornado handlers served by the hub through ``Authenticator.get_handlers``."""
 
+from .content import ContentHandler
 from .login import WodLoginHandler
 from .recover import RecoverHandler
 from .register import RegisterHandler
@@ -18,4 +19,5 @@ def get_handlers():
         (r"/wod/register", RegisterHandler),
         (r"/wod/start", StartHandler),
         (r"/wod/recover", RecoverHandler),
+        (r"/api/wod/content/([^/]+)", ContentHandler),
     ]
