@@ -149,7 +149,12 @@ class HubClient:
         except (ValueError, AttributeError):
             message = ""
         where = f"{method} {path}"
-        if code in (401, 403):
+        if code == 401:
+            return (
+                f"The hub does not accept this token for {where} (HTTP 401): it is unknown, expired or revoked. "
+                + TOKEN_HINT
+            )
+        if code == 403:
             return (
                 f"The hub refused {where} (HTTP {code}{': ' + message if message else ''}). "
                 + TOKEN_HINT
