@@ -52,26 +52,25 @@ def lifecycle_settings(authenticator) -> LifecycleSettings:
     return settings
 
 
-def home_of(handler, username: str | None) -> Path | None:
-    """The student's home directory on this machine, if the spawner has one."""
+async def home_of(handler, username: str | None) -> Path | None:
+    """The student's home directory on this machine: the wod spawners' ``wod_home()``,
+    a local spawner's ``home_dir``, else the system account's home; None if none."""
     if not username:
         return None
     user = handler.find_user(username)
     spawner = user.spawner if user is not None else None
-    for name in ("wod_home_dir", "home_dir"):
-        value = getattr(spawner, name, None)
-        if callable(value):
-            value = value()
-        if value:
-            return Path(value)
-    uid_home = None
+    if spawner is not None and hasattr(spawner, "wod_home"):
+        home = await maybe_future(spawner.wod_home())
+        return Path(home) if home else None
+    home = getattr(spawner, "home_dir", None)
+    if isinstance(home, str) and home:
+        return Path(home)
     try:
         import pwd
 
-        uid_home = pwd.getpwnam(username).pw_dir
+        return Path(pwd.getpwnam(username).pw_dir)
     except KeyError:
-        pass
-    return Path(uid_home) if uid_home else None
+        return None
 
 
 async def delete_hub_user(handler, username: str | None) -> bool:
@@ -392,7 +391,7 @@ class StepAPIHandler(WodAPIHandler):
         if registration.cleaned_at is not None:
             return False
         settings = self.settings_()
-        home = home_of(self, registration.username)
+        home = await home_of(self, registration.username)
         await run_workshop_hook(wod, workshop, "cleanup", registration, home, settings.hook_timeout)
         completion = None
         if home is not None:
@@ -406,9 +405,9 @@ class StepAPIHandler(WodAPIHandler):
     async def step_reset(self, wod, registration, workshop, worker) -> bool:
         if registration.reset_at is not None:
             return False
-        home = home_of(self, registration.username)
+        home = await home_of(self, registration.username)
         await run_workshop_hook(
-            workshop, "reset", registration, home, self.settings_().hook_timeout
+            wod, workshop, "reset", registration, home, self.settings_().hook_timeout
         )
         async with wod.db.begin_write() as session:
             return await lifecycle.mark_step(session, registration.id, worker, "reset", utcnow())
@@ -417,7 +416,7 @@ class StepAPIHandler(WodAPIHandler):
         if registration.purged_at is not None:
             return False
         settings = self.settings_()
-        home = home_of(self, registration.username)
+        home = await home_of(self, registration.username)
         if settings.kill_processes and registration.username:
             killed = await asyncio.to_thread(guard.kill_user_processes, registration.username)
             if killed:

@@ -135,7 +135,7 @@ class MeAPIHandler(ParticipantAPIHandler):
         wod = await self.wod_ready()
         async with wod.db.session() as session:
             registration = await self.running_registration(session)
-        if not self._token_authenticated:
+        if not self.get_auth_token():  # a browser (cookie) session
             remember_registration(self, registration.id)
         self.json(self.model(wod, registration))
 
@@ -176,7 +176,7 @@ class MeUnregisterAPIHandler(ParticipantAPIHandler):
         if not done:
             raise web.HTTPError(409, "Your session is already ending.")
         remember_registration(self, registration.id)
-        if not self._token_authenticated:
+        if not self.get_auth_token():  # a browser (cookie) session
             self.clear_login_cookie()  # signed out now, not at the next auth refresh
         self.json({"state": State.unregistered.value, "ended_url": wod.link("wod/ended")})
 
