@@ -227,6 +227,9 @@ class WorkshopSpawnerMixin(Configurable):
     def wod_apply_limits(self, limits: dict) -> None:
         """Apply ``effective_limits`` to the server about to start."""
 
+    async def wod_prepare_server(self, dep: Deployment | None) -> None:
+        """Last step before the base spawner's ``start`` (e.g. choose the image)."""
+
     # ---- state and progress ---------------------------------------------------------
     def _wod_reset(self) -> None:
         self._wod_events: list[dict] = []
@@ -328,6 +331,7 @@ class WorkshopSpawnerMixin(Configurable):
         if dep is None:
             if self.user.admin and self.admin_plain_server:
                 self._wod_home_path = await self.wod_home()
+                await self.wod_prepare_server(None)
                 await self._wod_end_phase()
                 return await super().start()
             login = wod.link("login")
@@ -387,6 +391,7 @@ class WorkshopSpawnerMixin(Configurable):
                 notebook=quote(dep.first_notebook_path)
             )
         self.wod_apply_limits(effective_limits(workshop, self.default_limits))
+        await self.wod_prepare_server(dep)
         await self._wod_progress(70, "Starting your server")
         await self._wod_end_phase()
         return await super().start()
