@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,13 +78,6 @@ class Kill:
             "cmdline": self.cmdline[:300],
             "cpu_percent": self.cpu_percent,
         }
-
-
-@dataclass
-class _Sample:
-    cpu_seconds: float
-    at: float
-    hot_since: float | None = None
 
 
 @dataclass
@@ -178,7 +172,7 @@ class ProcessGuard(LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._samples: dict[tuple[int, float], _Sample] = {}
+        self._samples: dict[tuple[int, float], deque] = {}
 
     # ---- which processes ----------------------------------------------------------------
     def is_student(self, uid: int, username: str | None) -> bool:
@@ -208,9 +202,21 @@ class ProcessGuard(LoggingConfigurable):
         result = ScanResult()
         now = monotonic()
         seen: set[tuple[int, float]] = set()
-        attrs = ["pid", "name", "username", "uids", "exe", "cmdline", "cpu_times", "create_time"]
+        attrs = [
+            "pid",
+            "name",
+            "username",
+            "uids",
+            "exe",
+            "cmdline",
+            "cpu_times",
+            "create_time",
+            "status",
+        ]
         for proc in psutil.process_iter(attrs):
             info = proc.info
+            if info.get("status") == psutil.STATUS_ZOMBIE:
+                continue
             uids = info.get("uids")
             if uids is None or not self.is_student(uids.real, info.get("username")):
                 continue
@@ -246,28 +252,27 @@ class ProcessGuard(LoggingConfigurable):
         return result
 
     def _check_cpu(self, key, cpu_times, now: float) -> tuple[float | None, str | None]:
+        """Average CPU over the last ``cpu_sustain`` seconds (from the samples of earlier
+        scans): a short dip does not reset the clock, a short burst does not kill."""
         if cpu_times is None:
             return None, None
         used = cpu_times.user + cpu_times.system
-        sample = self._samples.get(key)
-        if sample is None:
-            self._samples[key] = _Sample(used, now)
-            return None, None
-        elapsed = now - sample.at
+        samples = self._samples.setdefault(key, deque())
+        samples.append((now, used))
+        # keep one sample at least cpu_sustain old (the window's start), drop older ones
+        while len(samples) > 2 and now - samples[1][0] >= self.cpu_sustain:
+            samples.popleft()
+        start_at, start_used = samples[0]
+        elapsed = now - start_at
         if elapsed <= 0:
             return None, None
-        percent = 100.0 * (used - sample.cpu_seconds) / elapsed
-        hot_since = sample.hot_since
-        if percent >= self.cpu_threshold:
-            hot_since = hot_since if hot_since is not None else sample.at
-        else:
-            hot_since = None
-        self._samples[key] = _Sample(used, now, hot_since)
-        if hot_since is not None and now - hot_since >= self.cpu_sustain:
-            return round(
-                percent, 1
-            ), f"above {self.cpu_threshold:g}% CPU for {now - hot_since:.0f}s"
-        return round(percent, 1), None
+        percent = round(100.0 * (used - start_used) / elapsed, 1)
+        if elapsed >= self.cpu_sustain and percent >= self.cpu_threshold:
+            return (
+                percent,
+                f"above {self.cpu_threshold:g}% CPU for {elapsed:.0f}s (average {percent:g}%)",
+            )
+        return percent, None
 
     def _kill_tree(self, proc: psutil.Process) -> bool:
         try:
@@ -307,9 +312,11 @@ def kill_user_processes(username: str, min_uid: int = 1000) -> list[int]:
     if uid is None or uid in protected_uids() or uid < min_uid:
         return []
     killed = []
-    for proc in psutil.process_iter(["pid", "uids"]):
+    for proc in psutil.process_iter(["pid", "uids", "status"]):
         uids = proc.info.get("uids")
         if uids is None or uid not in (uids.real, uids.effective):
+            continue
+        if proc.info.get("status") == psutil.STATUS_ZOMBIE:  # dead already, waiting to be reaped
             continue
         try:
             proc.send_signal(signal.SIGKILL)
