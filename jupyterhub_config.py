@@ -64,4 +64,35 @@ if os.environ.get("WOD_MAIL_CATCHER", "1") == "1":
             "display": False,
         }
     )
+
+# Time-bombed sessions: reminders, expiry end path (stop, CLEANUP, RESET, PURGE, final
+# e-mail), badges, process guard. See docs/lifecycle.md.
+services.append(
+    {
+        "name": "wod-lifecycle",
+        "command": [sys.executable, "-m", "wod_hub.service"],  # = the wod-hub-lifecycle script
+        "display": False,
+    }
+)
 c.JupyterHub.services = services
+
+# wod-hub's own permissions, granted through roles
+c.JupyterHub.custom_scopes = {
+    "custom:wod:lifecycle": {
+        "description": "Run the end path of workshop sessions (due list, claims, steps, events).",
+    },
+    "custom:wod:admin": {
+        "description": "Manage workshop registrations, seats, e-mails and exports.",
+    },
+}
+c.JupyterHub.load_roles = [
+    {
+        # least privilege (docs/lifecycle.md): its own API, stop servers and watch them stop.
+        # Not delete:users nor admin:users: the hub deletes a student's hub user itself at PURGE.
+        "name": "wod-lifecycle",
+        "scopes": ["custom:wod:lifecycle", "delete:servers", "read:servers"],
+        "services": ["wod-lifecycle"],
+    },
+]
+# c.LifecycleService.interval = 30           # seconds between sweeps (config: wod-hub-lifecycle --config FILE)
+# c.LifecycleSettings.special_badges = {3: "Apprentice", 5: "Expert", 7: "Hero", 10: "Super Hero", 15: "Legend"}
