@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -141,7 +142,13 @@ def db_run(hub: HubProcess, fn):
         finally:
             await db.dispose()
 
-    return asyncio.run(go())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(go())
+    # a loop runs in this thread (Playwright's sync API): use a thread of our own
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 def registration_of(hub: HubProcess, username: str) -> Registration:

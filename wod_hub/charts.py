@@ -118,12 +118,12 @@ def horizontal_bars_svg(
     items: Sequence[tuple[str, int]],
     *,
     title: str,
-    width: int = 760,
-    bar_height: int = 18,
+    width: int = 480,
+    bar_height: int = 20,
     element_id: str = "",
 ) -> str:
     """One horizontal bar per (label, value), longest first as given."""
-    top, label_w, right = 28, 200, 50
+    top, label_w, right = 28, 150, 40
     height = top + max(len(items), 1) * (bar_height + 6) + 8
     plot_w = width - label_w - right
     vmax = max((v for _, v in items), default=0) or 1
@@ -140,7 +140,7 @@ def horizontal_bars_svg(
     for i, (label, value) in enumerate(items):
         y = top + i * (bar_height + 6)
         w = value / vmax * plot_w
-        short = label if len(label) <= 32 else label[:31] + "…"
+        short = label if len(label) <= 24 else label[:23] + "…"
         out.append(
             f'<g class="wod-bar" data-label="{_attr(label)}" data-value="{value}"><title>{escape(label)}: {value}</title>'
             f'<text x="{label_w - 6}" y="{y + bar_height - 5}" text-anchor="end" fill="currentColor">{escape(short)}</text>'
