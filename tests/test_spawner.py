@@ -525,3 +525,19 @@ def test_restart_keeps_the_students_work_and_content_endpoint(
     wait_ready(hub, username)
     assert notebook.read_text() == "edited by the student"
     assert registration_of(hub, username).state == "active"
+
+
+def test_server_stopped_right_after_ready_is_not_a_failed_deployment(hub_factory, smtp_server, tmp_path, homes):
+    workshops = tmp_path / "workshops"
+    make_workshop(workshops, "WKSHP-Alpha", "1-10")
+    # the watcher looks every 30 s: it cannot see the short ready window, stop() must
+    spawner = mock_spawner(homes, ready_poll_interval=30.0)
+    hub = hub_factory(smtp_port=smtp_server.port, workshop_dirs=[workshops], spawner=spawner)
+    browser, username = sign_up(hub, smtp_server, 8, "WKSHP-Alpha")
+    spawn(browser, hub, username)
+    wait_ready(hub, username)
+    assert hub.api("DELETE", f"/users/{username}/server").status_code in (202, 204)
+    wait_stopped(hub, username)
+    reg = wait_state(hub, username, "active", timeout=40)
+    assert reg.error is None and reg.ready_at is not None
+    assert seat_state(hub, username) == (reg.id, 1)

@@ -210,6 +210,9 @@ class WorkshopSpawnerMixin(Configurable):
         help="Seconds between checks that a new server is ready (to mark the registration active).",
     ).tag(config=True)
 
+    _wod_watch: asyncio.Future | None = None
+    _wod_seen_up = False
+
     # ---- per-spawner hooks subclasses implement -------------------------------------
     async def wod_home(self) -> Path | None:
         """Host directory the workshop folder is rendered into, or None when the content is
@@ -237,6 +240,9 @@ class WorkshopSpawnerMixin(Configurable):
         self._wod_cond = asyncio.Condition()
         self._wod_env: dict[str, str] = {}
         self._wod_home_path: Path | None = None
+        self._wod_watch: asyncio.Future | None = None
+        self._wod_seen_up = False
+        self._wod_wake = asyncio.Event()
         self.wod_deployment: Deployment | None = None
 
     async def _wod_progress(self, percent: int, message: str) -> None:
@@ -367,7 +373,7 @@ class WorkshopSpawnerMixin(Configurable):
                     continue
                 raise await self._wod_failure(wod, dep, e) from e
             if dep.fresh:
-                asyncio.ensure_future(self._wod_watch_ready(wod, dep))
+                self._wod_watch = asyncio.ensure_future(self._wod_watch_ready(wod, dep))
             return result
 
     async def _wod_start_once(self, wod, dep: Deployment):
@@ -499,19 +505,54 @@ class WorkshopSpawnerMixin(Configurable):
             self.log.exception("Could not record the failed deployment of %s", self.user.name)
 
     async def _wod_watch_ready(self, wod, dep: Deployment) -> None:
-        """Mark the registration active once the hub sees the server ready; a server that
-        never becomes ready (the hub gave up on it) fails the deployment."""
-        deadline = time.monotonic() + self.http_timeout + self.start_timeout + 10
+        """Mark the registration active once the hub sees the server ready. Only a server the
+        hub gave up on (no answer within ``http_timeout``) fails the deployment: a server
+        stopped right after it came up (seen by :meth:`stop`) is not a failure."""
+        started = time.monotonic()
+        deadline = started + self.http_timeout + 30
         while time.monotonic() < deadline:
-            if self.ready:
+            if self.ready or self._wod_seen_up:
                 await provision.mark_active(wod.db, dep.registration_id)
                 return
-            if not self.pending and self.server is None:
-                break  # the spawn ended without a ready server
-            await asyncio.sleep(self.ready_poll_interval)
+            if not self.pending and self.server is None:  # the spawn is over, not ready
+                if time.monotonic() - started < self.http_timeout - 1:
+                    self.log.info(
+                        "%s's server stopped before it was seen ready: %s stays provisioning",
+                        self.user.name, dep.workshop.id,
+                    )  # fmt: skip
+                    return
+                break
+            try:
+                await asyncio.wait_for(self._wod_wake.wait(), self.ready_poll_interval)
+            except TimeoutError:
+                pass
+            self._wod_wake.clear()
         await self._wod_give_up(
-            wod, dep, f"the server did not become ready within {self.http_timeout}s of starting"
+            wod, dep, f"the server did not answer within {self.http_timeout:g}s of starting"
         )
+
+    async def _wod_server_answers(self) -> bool:
+        """Does the server answer HTTP right now (any status)?"""
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        server = self.server
+        if server is None or not server.port:
+            return False
+        try:
+            await AsyncHTTPClient().fetch(server.url.rstrip("/") + "/api", request_timeout=2)
+        except HTTPClientError as e:
+            return e.code != 599
+        except Exception:
+            return False
+        return True
+
+    async def stop(self, now=False):
+        watch = self._wod_watch
+        if watch is not None and not watch.done():
+            # stopped while we wait for it to be ready: was it up (a stop, not a failure)?
+            self._wod_seen_up = await self._wod_server_answers()
+            self._wod_wake.set()
+        return await super().stop(now=now)
 
 
 # ---- local processes -----------------------------------------------------------------------
