@@ -421,16 +421,31 @@ async def test_end_path_steps_and_badges(db):
 
 async def test_end_mail_is_queued_once_even_if_replayed(db):
     rid = await new_registration(db)
-    await run_path(db, rid)
-    # a replay of the final step (e.g. a worker that lost its claim) queues nothing more
     async with db.begin_write() as s:
-        await lifecycle.claim(s, rid, "w9", timedelta(seconds=60), NOW)
-        assert await lifecycle.queue_end_mail(
-            s, rid, "w9", NOW, workshop=None, register_url="r", survey_url=None, levels=[], min_completion=0,
-            badge_url_for=None,
-        ) == []  # fmt: skip
+        assert await lifecycle.claim(s, rid, "w1", timedelta(seconds=60), NOW)
+        await lifecycle.begin_end(s, rid, "w1", NOW, password_hash_for)
+        for step in ("stop", "cleanup", "purge"):
+            await lifecycle.mark_step(s, rid, "w1", step, NOW)
+
+    async def final():
+        async with db.begin_write() as s:
+            await lifecycle.claim(s, rid, "w1", timedelta(seconds=60), NOW)
+            return await lifecycle.queue_end_mail(
+                s, rid, "w1", NOW, workshop=None, register_url="r", survey_url=None,
+                levels=lifecycle.badge_levels({1: "One"}), min_completion=0,
+                badge_url_for=lambda b: ("u", "i"),
+            )  # fmt: skip
+
+    assert [b.badge for b in await final()] == ["One"]
+    assert await final() == []  # a replay (e.g. after a crash before the answer) queues nothing
     async with db.session() as s:
-        assert (await s.execute(select(func.count(OutboxMessage.id)))).scalar_one() == 1
+        assert (
+            await s.execute(select(func.count(OutboxMessage.id)))
+        ).scalar_one() == 2  # final + badge
+    async with db.begin_write() as s:
+        await lifecycle.finish(s, rid, "w1", NOW)
+    async with db.begin_write() as s:  # an ended registration cannot be claimed any more
+        assert not await lifecycle.claim(s, rid, "w2", timedelta(seconds=60), NOW + HOUR)
 
 
 async def test_record_failure_backs_off_and_releases(db):

@@ -319,12 +319,14 @@ async def claim(
     session: AsyncSession, registration_id: int, worker: str, ttl: timedelta, now: datetime
 ) -> bool:
     """Take (or renew) the claim on a registration: one conditional UPDATE, so two
-    workers can never both hold it. False when another worker holds a live claim."""
+    workers can never both hold it. False when another worker holds a live claim, or
+    the end path is complete."""
     R = Registration
     result = await session.execute(
         update(R)
         .where(
             R.id == registration_id,
+            R.ended_at.is_(None),
             or_(
                 R.claimed_by.is_(None),
                 R.claimed_by == worker,

@@ -356,14 +356,19 @@ class LifecycleService(Application):
         step = "begin" if model["state"] in RUNNING_STATES else model["next_step"]
         try:
             while step is not None:
-                if step == "stop":
+                if step == "stop" and model.get("server_active", True):
                     await self.stop_server(model["username"])
                 retry_in = backoff(
                     model["step_attempts"] + 1, self.retry_base, self.retry_max
                 ).total_seconds()
-                result = await self.hub.post(f"{base}/steps/{step}", self._body(retry_in=retry_in))
+                # after the stop every remaining step is the hub's: one request runs them all
+                through = step if step == "begin" else "end"
+                result = await self.hub.post(
+                    f"{base}/steps/{step}", self._body(retry_in=retry_in, through=through)
+                )
                 model = result["registration"]
                 if not result["ok"]:
+                    step = result.get("step", step)
                     self.log.warning(
                         "Registration %s: step %s failed (retry later): %s",
                         rid,
@@ -377,7 +382,7 @@ class LifecycleService(Application):
             if e.status == 409 and step == "begin":  # extended meanwhile: not due any more
                 await self.hub.post(f"{base}/release", self._body())
                 return "ok"
-            if e.status == 409 and "being processed by" in str(e):
+            if e.status == 409 and ("being processed by" in str(e) or "ended already" in str(e)):
                 self.log.warning("Registration %s: claim lost to another worker at %s", rid, step)
                 return "busy"
             return await self.fail(rid, step, str(e), model)

@@ -197,14 +197,22 @@ class WodAPIHandler(WodMixin, APIHandler):
     def settings_(self) -> LifecycleSettings:
         return lifecycle_settings(self.authenticator)
 
+    def server_active(self, username: str | None) -> bool:
+        """Whether the student's default server runs (or starts/stops) right now."""
+        user = self.find_user(username) if username else None
+        spawner = user.spawners.get("") if user is not None else None
+        return bool(spawner is not None and spawner.active)
+
     async def model(self, wod, registration_id: int, **extra) -> dict:
         async with wod.db.session() as session:
             registration = await session.get(Registration, registration_id)
         if registration is None:
             raise web.HTTPError(404, f"No registration {registration_id}.")
-        return registration_model(
+        model = registration_model(
             registration, wod.catalog.workshops.get(registration.workshop_id), **extra
         )
+        model["server_active"] = self.server_active(registration.username)
+        return model
 
 
 class DueAPIHandler(WodAPIHandler):
@@ -267,13 +275,13 @@ class ClaimAPIHandler(WodAPIHandler):
             registration = await session.get(Registration, rid)
         if registration is None:
             raise web.HTTPError(404, f"No registration {rid}.")
+        if not taken and registration.ended_at is not None:
+            raise web.HTTPError(409, f"Registration {rid} has ended already.")
         if not taken:
             raise web.HTTPError(
                 409, f"Registration {rid} is being processed by {registration.claimed_by}."
             )
-        self.json(
-            registration_model(registration, wod.catalog.workshops.get(registration.workshop_id))
-        )
+        self.json(await self.model(wod, rid))
 
 
 class ReleaseAPIHandler(WodAPIHandler):
@@ -333,35 +341,68 @@ class StepAPIHandler(WodAPIHandler):
         worker = self.worker_of(data)
         ttl = self.seconds(data, "ttl", 300)
         retry_in = self.seconds(data, "retry_in", 60, maximum=24 * 3600)
+        # "through": go on with the following hub-side steps up to this one, in this request
+        # (each still records its own completion in its own transaction)
+        through = data.get("through") or step
+        if through not in self.STEPS or self.STEPS.index(through) < self.STEPS.index(step):
+            raise web.HTTPError(400, f"through must be a step at or after {step!r}.")
         rid = int(registration_id)
+        done_any = False
+        while True:
+            registration = await self.renew_claim(wod, rid, worker, ttl)
+            workshop = wod.catalog.workshops.get(registration.workshop_id)
+            try:
+                done = await getattr(self, f"step_{step}")(wod, registration, workshop, worker)
+            except NotClaimed as e:
+                raise web.HTTPError(409, str(e)) from None
+            except web.HTTPError:
+                raise
+            except Exception as e:  # a hook, the file system, the mail context: recorded, retried
+                self.log.warning("Lifecycle step %s of registration %s failed: %s", step, rid, e)
+                async with wod.db.begin_write() as session:
+                    await lifecycle.record_failure(
+                        session,
+                        rid,
+                        worker,
+                        step,
+                        str(e) or e.__class__.__name__,
+                        utcnow(),
+                        retry_in,
+                    )
+                return self.json(
+                    {
+                        "ok": False,
+                        "step": step,
+                        "error": str(e),
+                        "registration": await self.model(wod, rid),
+                    }
+                )
+            done_any = done_any or done
+            model = await self.model(wod, rid)
+            following = model["next_step"]
+            if (
+                step == through
+                or following is None
+                or through not in self.STEPS[self.STEPS.index(following) :]
+            ):
+                return self.json({"ok": True, "done": done_any, "registration": model})
+            step = following
+
+    async def renew_claim(self, wod, rid: int, worker: str, ttl: timedelta) -> Registration:
         async with wod.db.begin_write() as session:
             if not await lifecycle.claim(session, rid, worker, ttl, utcnow()):
                 registration = await session.get(Registration, rid)
                 if registration is None:
                     raise web.HTTPError(404, f"No registration {rid}.")
+                if registration.ended_at is not None:
+                    raise web.HTTPError(409, f"Registration {rid} has ended already.")
                 raise web.HTTPError(
                     409, f"Registration {rid} is being processed by {registration.claimed_by}."
                 )
             registration = await session.get(Registration, rid)
         if registration is None:
             raise web.HTTPError(404, f"No registration {rid}.")
-        workshop = wod.catalog.workshops.get(registration.workshop_id)
-        try:
-            done = await getattr(self, f"step_{step}")(wod, registration, workshop, worker)
-        except NotClaimed as e:
-            raise web.HTTPError(409, str(e)) from None
-        except web.HTTPError:
-            raise
-        except Exception as e:  # a hook, the file system, the mail context: recorded, retried
-            self.log.warning("Lifecycle step %s of registration %s failed: %s", step, rid, e)
-            async with wod.db.begin_write() as session:
-                await lifecycle.record_failure(
-                    session, rid, worker, step, str(e) or e.__class__.__name__, utcnow(), retry_in
-                )
-            return self.json(
-                {"ok": False, "error": str(e), "registration": await self.model(wod, rid)}
-            )
-        self.json({"ok": True, "done": done, "registration": await self.model(wod, rid)})
+        return registration
 
     # ---- the steps (each idempotent) --------------------------------------------------
     async def step_begin(self, wod, registration, workshop, worker) -> bool:
