@@ -13,7 +13,7 @@ Two real hubs + proxies run side by side on the same machine, with the same base
 Each round uses a new participant / user (cold: new home, nothing rendered yet); rounds
 alternate between the hubs and each server is stopped before the next round.
 
-    python -m benchmarks.bench_spawn [--rounds 5] [--workshop WKSHP-Python101]
+    python -m benchmarks.bench_spawn [--rounds 9] [--workshop WKSHP-Python101]
 Target: median(wod-hub) / median(stock) <= 1.10.
 """
 
@@ -129,7 +129,7 @@ def wod_round(hub: HubProcess, i: int, workshop: str) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--workshop", default="WKSHP-Python101")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,7 @@ NOTEBOOK = {
         {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
          "source": "password = '{{ PASSSTU }}'\nhub = '{{ WODBEEXTFQDN }}'"},
     ],
-    "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 4,
 }  # fmt: skip
 
 
@@ -527,7 +527,9 @@ def test_restart_keeps_the_students_work_and_content_endpoint(
     assert registration_of(hub, username).state == "active"
 
 
-def test_server_stopped_right_after_ready_is_not_a_failed_deployment(hub_factory, smtp_server, tmp_path, homes):
+def test_server_stopped_right_after_ready_is_not_a_failed_deployment(
+    hub_factory, smtp_server, tmp_path, homes
+):
     workshops = tmp_path / "workshops"
     make_workshop(workshops, "WKSHP-Alpha", "1-10")
     # the watcher looks every 30 s: it cannot see the short ready window, stop() must

@@ -212,6 +212,9 @@ class WorkshopSpawnerMixin(Configurable):
 
     _wod_watch: asyncio.Future | None = None
     _wod_seen_up = False
+    _wod_env: dict = {}
+    _wod_home_path: Path | None = None
+    wod_deployment: Deployment | None = None  # the deployment being (or last) started
 
     # ---- per-spawner hooks subclasses implement -------------------------------------
     async def wod_home(self) -> Path | None:
@@ -392,15 +395,22 @@ class WorkshopSpawnerMixin(Configurable):
                     workshop, name, self._wod_hook_env(dep, name), self.hook_timeout,
                     secrets=[dep.context.password or ""], logger=self.log,
                 )  # fmt: skip
+        await self.wod_configure(dep)
+        await self._wod_progress(70, "Starting your server")
+        await self._wod_end_phase()
+        return await super().start()
+
+    async def wod_configure(self, dep: Deployment) -> None:
+        """Set up the server about to start for ``dep``: environment, landing notebook,
+        limits, then the subclass's last step (image, volumes...)."""
+        self.wod_deployment = dep
+        self._wod_env = self._wod_build_env(dep)
         if dep.first_notebook_path:
             self.default_url = self.default_url_template.format(
                 notebook=quote(dep.first_notebook_path)
             )
-        self.wod_apply_limits(effective_limits(workshop, self.default_limits))
+        self.wod_apply_limits(effective_limits(dep.workshop, self.default_limits))
         await self.wod_prepare_server(dep)
-        await self._wod_progress(70, "Starting your server")
-        await self._wod_end_phase()
-        return await super().start()
 
     async def _wod_render(self, dep: Deployment) -> None:
         home = self._wod_home_path
