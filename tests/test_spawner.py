@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -381,8 +382,12 @@ def test_failing_create_hook_fails_cleanly(hub_factory, smtp_server, tmp_path, h
 
 def test_hook_timeout_fails_the_deployment(hub_factory, smtp_server, tmp_path, homes):
     workshops = tmp_path / "workshops"
+    nap = f"{100 + secrets.randbelow(10**6) / 10**6:.6f}"  # a command line no other process has
     make_workshop(
-        workshops, "WKSHP-Slow", "1-10", hooks={"create.sh": "#!/bin/sh\necho waiting\nsleep 120\n"}
+        workshops,
+        "WKSHP-Slow",
+        "1-10",
+        hooks={"create.sh": f"#!/bin/sh\necho waiting\nsleep {nap}\n"},
     )
     hub = hub_factory(
         smtp_port=smtp_server.port,
@@ -396,7 +401,11 @@ def test_hook_timeout_fails_the_deployment(hub_factory, smtp_server, tmp_path, h
     assert time.monotonic() - t0 < 15
     assert "did not finish within 1.5s and was stopped" in reg.error and "waiting" in reg.error
     assert seat_state(hub, username) == (None, 0)
-    out = subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True)
+    for _ in range(20):  # SIGKILL is sent before the failure is recorded; give the kernel a moment
+        out = subprocess.run(["pgrep", "-f", f"sleep {nap}"], capture_output=True, text=True)
+        if not out.stdout.strip():
+            break
+        time.sleep(0.1)
     assert out.stdout.strip() == "", "the hook's sleep survived the timeout"
 
 
