@@ -261,7 +261,7 @@ def test_register_spawn_and_read_the_personalized_notebook(
 
     # like a browser: the hub's OAuth hands the student's server a cookie, then its contents API
     lab = browser.get(f"{hub.url}/user/{username}/", timeout=30)
-    assert lab.status_code == 200
+    assert lab.status_code == 200, (lab.url, [r.url for r in lab.history], hub.log_tail(30))
     assert lab.url.endswith("/user/student1/lab/tree/WKSHP-Alpha/0-ReadMeFirst.ipynb"), lab.url
     model = browser.get(
         f"{hub.url}/user/{username}/api/contents/WKSHP-Alpha/0-ReadMeFirst.ipynb", timeout=30

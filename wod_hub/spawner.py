@@ -374,7 +374,9 @@ class WorkshopSpawnerMixin(Configurable):
                     )  # fmt: skip
                     await self._wod_progress(5, "Something went wrong, trying again")
                     continue
-                raise await self._wod_failure(wod, dep, e) from e
+                failure = await self._wod_failure(wod, dep, e)
+                await self._wod_end_phase()  # no progress reader waits for steps that will not come
+                raise failure from e
             if dep.fresh:
                 self._wod_watch = asyncio.ensure_future(self._wod_watch_ready(wod, dep))
             return result
