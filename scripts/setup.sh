@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
-APT_PACKAGES=${WOD_APT_PACKAGES:-"chromium docker.io debootstrap postgresql"}
+APT_PACKAGES=${WOD_APT_PACKAGES:-"chromium docker.io debootstrap postgresql pandoc"}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
