@@ -19,7 +19,7 @@ from traitlets import Bool, Dict, Enum, Float, Instance, Integer, List, Unicode,
 
 from . import tokens
 from .mail import Mailer
-from .orm import LIVE_STATE_VALUES, AdminAccount, Registration, Seat
+from .orm import RUNNING_STATE_VALUES, AdminAccount, Registration, Seat, utcnow
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -215,6 +215,11 @@ class WorkshopAuthenticator(Authenticator):
     def _manage_groups_default(self):
         return True  # students are in a hub group named after their workshop
 
+    @default("auth_refresh_age")
+    def _auth_refresh_age_default(self):
+        # how long a signed-in participant can outlive their session's end, at most
+        return 60
+
     @default("auto_login")
     def _auto_login_default(self):
         return False
@@ -263,7 +268,7 @@ class WorkshopAuthenticator(Authenticator):
             except tokens.TokenError as e:
                 raise web.HTTPError(403, str(e)) from None
             registration = await session.get(Registration, registration_id)
-            if registration is None or registration.state not in LIVE_STATE_VALUES:
+            if not _usable(registration):
                 raise web.HTTPError(
                     403, "This workshop session has ended. Register again from the login page."
                 )
@@ -288,7 +293,9 @@ class WorkshopAuthenticator(Authenticator):
                     select(Registration, Seat)
                     .join(Seat, Seat.registration_id == Registration.id)
                     .where(
-                        Registration.username == username, Registration.state.in_(LIVE_STATE_VALUES)
+                        Registration.username == username,
+                        Registration.state.in_(RUNNING_STATE_VALUES),
+                        Registration.expires_at > utcnow(),
                     )
                 )
             ).first()
@@ -332,8 +339,19 @@ class WorkshopAuthenticator(Authenticator):
                 await session.execute(
                     select(Registration.id).where(
                         Registration.username == user.name,
-                        Registration.state.in_(LIVE_STATE_VALUES),
+                        Registration.state.in_(RUNNING_STATE_VALUES),
+                        Registration.expires_at > utcnow(),
                     )
                 )
             ).first()
         return live is not None
+
+
+def _usable(registration) -> bool:
+    """May this registration sign in now? Not once expired, even while its end path
+    still holds the seat."""
+    return (
+        registration is not None
+        and registration.state in RUNNING_STATE_VALUES
+        and registration.expires_at > utcnow()
+    )

@@ -63,6 +63,8 @@ class State(str, enum.Enum):
 # States that hold a seat and count as "the" live registration of an e-mail.
 LIVE_STATES = (State.registered, State.provisioning, State.active, State.expired)
 LIVE_STATE_VALUES = tuple(s.value for s in LIVE_STATES)
+# States in which the participant may sign in and use their server (before expiry).
+RUNNING_STATE_VALUES = (State.registered.value, State.provisioning.value, State.active.value)
 
 
 class Participant(Base):
