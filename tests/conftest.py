@@ -8,7 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # the proxy JupyterHub needs (installed by scripts/setup.sh)
 os.environ["PATH"] = os.pathsep.join(
-    [str(ROOT / ".tools" / "node_modules" / ".bin"), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")]
+    [
+        str(ROOT / ".tools" / "node_modules" / ".bin"),
+        str(ROOT / ".venv" / "bin"),
+        os.environ.get("PATH", ""),
+    ]
 )
 
 pytest_plugins = [
