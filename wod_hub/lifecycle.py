@@ -410,12 +410,21 @@ async def begin_end(
 
 
 async def mark_step(
-    session: AsyncSession, registration_id: int, worker: str, step: str, now: datetime, **values
+    session: AsyncSession,
+    registration_id: int,
+    worker: str,
+    step: str,
+    now: datetime,
+    *,
+    renew: timedelta | None = None,
+    **values,
 ) -> bool:
     """Record ``step`` as done (its timestamp), with extra column ``values``; resets the
-    retry bookkeeping. False if the step was already recorded. Raises NotClaimed."""
+    retry bookkeeping and, with ``renew``, extends the claim for the next step. False if
+    the step was already recorded. Raises NotClaimed."""
     R = Registration
     column = getattr(R, STEP_COLUMNS[step])
+    claim = {"claimed_until": now + renew} if renew is not None else {}
     result = await session.execute(
         update(R)
         .where(
@@ -430,6 +439,7 @@ async def mark_step(
                 "step_attempts": 0,
                 "next_attempt_at": None,
                 "error": None,
+                **claim,
                 **values,
             }
         )
@@ -680,6 +690,7 @@ async def queue_end_mail(
     levels: list[BadgeLevel],
     min_completion: float,
     badge_url_for,
+    renew: timedelta | None = None,
 ) -> list[Badge]:
     """The final-mail step: the ``final`` e-mail (``ended_early`` after an early
     unregister), newly reached special badges and their e-mails, and ``final_mail_at``,
@@ -703,7 +714,7 @@ async def queue_end_mail(
         registration_id=registration.id,
         dedupe_key=f"reg:{registration.id}:final",
     )
-    if not await mark_step(session, registration_id, worker, "final_mail", now):
+    if not await mark_step(session, registration_id, worker, "final_mail", now, renew=renew):
         return []
     badges, completed = await award_badges(session, participant.id, levels, min_completion, now)
     by_name = {level.name: level for level in levels}

@@ -344,28 +344,38 @@ class LifecycleService(Application):
 
     async def end_path(self, item: dict) -> str:
         """Run the end path of one registration from its first step not done.
-        Returns "ended", "busy" (claimed elsewhere) or an error message."""
+        Returns "ended", "busy" (claimed elsewhere) or an error message.
+
+        Two requests when no server runs (begin, then every hub-side step), plus the stop:
+        each step endpoint takes or renews the claim itself (409: another worker has it)."""
         rid = item["id"]
         base = f"/wod/lifecycle/registrations/{rid}"
-        try:
-            model = await self.hub.post(base + "/claim", self._body())
-        except HubAPIError as e:
-            if e.status in (404, 409):
-                return "busy"
-            raise
+        model = item
         step = "begin" if model["state"] in RUNNING_STATES else model["next_step"]
+        restarts = 0
         try:
             while step is not None:
-                if step == "stop" and model.get("server_active", True):
+                server = model.get("server_active", True)
+                if step == "stop" and server:
                     await self.stop_server(model["username"])
+                    server = False
                 retry_in = backoff(
                     model["step_attempts"] + 1, self.retry_base, self.retry_max
                 ).total_seconds()
-                # after the stop every remaining step is the hub's: one request runs them all
-                through = step if step == "begin" else "end"
-                result = await self.hub.post(
-                    f"{base}/steps/{step}", self._body(retry_in=retry_in, through=through)
-                )
+                # the service's only part is stopping the server: the hub runs everything else
+                # in one request (each step still recorded on its own)
+                through = "begin" if step == "begin" and server else "end"
+                try:
+                    result = await self.hub.post(
+                        f"{base}/steps/{step}", self._body(retry_in=retry_in, through=through)
+                    )
+                except HubAPIError as e:
+                    if e.status == 409 and "still running" in str(e) and restarts < 3:
+                        restarts += 1  # a server came up meanwhile: stop it, go on
+                        model = {**model, "server_active": True}
+                        step = "stop"
+                        continue
+                    raise
                 model = result["registration"]
                 if not result["ok"]:
                     step = result.get("step", step)
@@ -376,14 +386,15 @@ class LifecycleService(Application):
                         result["error"],
                     )
                     return result["error"]
-                self.log.debug("Registration %s: %s done", rid, step)
                 step = model["next_step"]
         except HubAPIError as e:
-            if e.status == 409 and step == "begin":  # extended meanwhile: not due any more
+            if e.status == 409 and step == "begin" and "not due" in str(e):
+                # extended meanwhile: not due any more
                 await self.hub.post(f"{base}/release", self._body())
                 return "ok"
-            if e.status == 409 and ("being processed by" in str(e) or "ended already" in str(e)):
-                self.log.warning("Registration %s: claim lost to another worker at %s", rid, step)
+            if e.status in (404, 409) and (
+                "being processed by" in str(e) or "ended already" in str(e)
+            ):
                 return "busy"
             return await self.fail(rid, step, str(e), model)
         except StepError as e:

@@ -52,13 +52,17 @@ def lifecycle_settings(authenticator) -> LifecycleSettings:
     return settings
 
 
-async def home_of(handler, username: str | None) -> Path | None:
+async def home_of(handler, username: str | None, user=False) -> Path | None:
     """The student's home directory on this machine: the wod spawners' ``wod_home()``,
-    a local spawner's ``home_dir``, else the system account's home; None if none."""
+    a local spawner's ``home_dir``, else the system account's home; None if none.
+    ``user``: the hub user if the caller looked it up already."""
     if not username:
         return None
-    user = handler.find_user(username)
-    spawner = user.spawner if user is not None else None
+    if user is False:
+        user = handler.find_user(username)
+    spawner = None
+    if user is not None and "" in user.orm_spawners:  # never create a spawner just to ask
+        spawner = user.spawners[""]
     if spawner is not None and hasattr(spawner, "wod_home"):
         home = await maybe_future(spawner.wod_home())
         return Path(home) if home else None
@@ -73,11 +77,12 @@ async def home_of(handler, username: str | None) -> Path | None:
         return None
 
 
-async def delete_hub_user(handler, username: str | None) -> bool:
+async def delete_hub_user(handler, username: str | None, user=False) -> bool:
     """Delete the student's hub user: what JupyterHub's ``DELETE /hub/api/users/{name}``
     does (stop the server, ``Authenticator.delete_user``, spawners, the user), so its
     cookies, API tokens and OAuth tokens stop working. False if there was none."""
-    user = handler.find_user(username) if username else None
+    if user is False:
+        user = handler.find_user(username) if username else None
     if user is None:
         return False
     spawner = user.spawners.get("")
@@ -197,9 +202,18 @@ class WodAPIHandler(WodMixin, APIHandler):
     def settings_(self) -> LifecycleSettings:
         return lifecycle_settings(self.authenticator)
 
+    def hub_user(self, username: str | None):
+        """``find_user``, once per request (a hub database query)."""
+        if not username:
+            return None
+        cache = self.__dict__.setdefault("_wod_users", {})
+        if username not in cache:
+            cache[username] = self.find_user(username)
+        return cache[username]
+
     def server_active(self, username: str | None) -> bool:
         """Whether the student's default server runs (or starts/stops) right now."""
-        user = self.find_user(username) if username else None
+        user = self.hub_user(username)
         spawner = user.spawners.get("") if user is not None else None
         return bool(spawner is not None and spawner.active)
 
@@ -211,7 +225,9 @@ class WodAPIHandler(WodMixin, APIHandler):
         model = registration_model(
             registration, wod.catalog.workshops.get(registration.workshop_id), **extra
         )
-        model["server_active"] = self.server_active(registration.username)
+        # only where the service will act on it (a hub user lookup is a query)
+        if model["state"] in lifecycle.RUNNING_STATES or model["next_step"] == "stop":
+            model["server_active"] = self.server_active(registration.username)
         return model
 
 
@@ -251,9 +267,11 @@ class DueAPIHandler(WodAPIHandler):
         for r in rows:
             action = lifecycle.due_action(r, now, before)
             if action is not None:
-                items.append(
-                    registration_model(r, wod.catalog.workshops.get(r.workshop_id), action=action)
+                model = registration_model(
+                    r, wod.catalog.workshops.get(r.workshop_id), action=action
                 )
+                model["server_active"] = self.server_active(r.username)
+                items.append(model)
         self.json({"now": lifecycle.iso_z(now), "registrations": items})
 
 
@@ -347,10 +365,27 @@ class StepAPIHandler(WodAPIHandler):
         if through not in self.STEPS or self.STEPS.index(through) < self.STEPS.index(step):
             raise web.HTTPError(400, f"through must be a step at or after {step!r}.")
         rid = int(registration_id)
+        self.claim_ttl = ttl
+        # fewer write transactions (SQLite has one writer): the claim and BEGIN share one,
+        # the final e-mail and END another, when the chain covers both
+        self.end_with_mail = through == "end"
+        self.defer_stop = self.STEPS.index(through) >= self.STEPS.index("cleanup")
+        registration, began = await self.renew_claim(wod, rid, worker, ttl, begin=step == "begin")
+        workshop = wod.catalog.workshops.get(registration.workshop_id)
+        needs_reset = bool(getattr(workshop, "reset", False))
         done_any = False
+        if step == "begin":
+            if registration.state in lifecycle.RUNNING_STATES:
+                raise web.HTTPError(
+                    409, f"Registration {rid} is not due to end ({registration.state})."
+                )
+            done_any = began
+            step = lifecycle.next_step(registration, needs_reset=needs_reset)
+            if through == "begin" or step is None:
+                return self.json(
+                    {"ok": True, "done": done_any, "registration": await self.model(wod, rid)}
+                )
         while True:
-            registration = await self.renew_claim(wod, rid, worker, ttl)
-            workshop = wod.catalog.workshops.get(registration.workshop_id)
             try:
                 done = await getattr(self, f"step_{step}")(wod, registration, workshop, worker)
             except NotClaimed as e:
@@ -360,6 +395,7 @@ class StepAPIHandler(WodAPIHandler):
             except Exception as e:  # a hook, the file system, the mail context: recorded, retried
                 self.log.warning("Lifecycle step %s of registration %s failed: %s", step, rid, e)
                 async with wod.db.begin_write() as session:
+                    await self.record_pending_stop(session, registration, worker)
                     await lifecycle.record_failure(
                         session,
                         rid,
@@ -369,28 +405,39 @@ class StepAPIHandler(WodAPIHandler):
                         utcnow(),
                         retry_in,
                     )
+                model = await self.model(wod, rid)
                 return self.json(
-                    {
-                        "ok": False,
-                        "step": step,
-                        "error": str(e),
-                        "registration": await self.model(wod, rid),
-                    }
+                    {"ok": False, "step": step, "error": str(e), "registration": model}
                 )
             done_any = done_any or done
-            model = await self.model(wod, rid)
-            following = model["next_step"]
+            # the next step follows from the one just done: no need to read the row again
+            setattr(registration, lifecycle.STEP_COLUMNS[step], registration.expires_at)
+            if step == "final_mail" and getattr(self, "ended_with_mail", False):
+                registration.ended_at = registration.expires_at
+            following = lifecycle.next_step(registration, needs_reset=needs_reset)
             if (
                 step == through
                 or following is None
-                or through not in self.STEPS[self.STEPS.index(following) :]
+                or self.STEPS.index(following) > self.STEPS.index(through)
             ):
-                return self.json({"ok": True, "done": done_any, "registration": model})
+                return self.json(
+                    {"ok": True, "done": done_any, "registration": await self.model(wod, rid)}
+                )
             step = following
 
-    async def renew_claim(self, wod, rid: int, worker: str, ttl: timedelta) -> Registration:
+    def renewal(self) -> timedelta:
+        """How long each recorded step extends the claim (the worker's ttl)."""
+        return getattr(self, "claim_ttl", None) or timedelta(minutes=5)
+
+    async def renew_claim(
+        self, wod, rid: int, worker: str, ttl: timedelta, begin: bool = False
+    ) -> tuple[Registration, bool]:
+        """Take or renew the claim (409: another worker's); with ``begin``, also start the
+        end path of a session that is due, in the same transaction."""
+        began = False
         async with wod.db.begin_write() as session:
-            if not await lifecycle.claim(session, rid, worker, ttl, utcnow()):
+            now = utcnow()
+            if not await lifecycle.claim(session, rid, worker, ttl, now):
                 registration = await session.get(Registration, rid)
                 if registration is None:
                     raise web.HTTPError(404, f"No registration {rid}.")
@@ -399,10 +446,12 @@ class StepAPIHandler(WodAPIHandler):
                 raise web.HTTPError(
                     409, f"Registration {rid} is being processed by {registration.claimed_by}."
                 )
-            registration = await session.get(Registration, rid)
+            if begin:
+                began = await lifecycle.begin_end(session, rid, worker, now, wod.seat_password_hash)
+            registration = await session.get(Registration, rid, populate_existing=True)
         if registration is None:
             raise web.HTTPError(404, f"No registration {rid}.")
-        return registration
+        return registration, began
 
     # ---- the steps (each idempotent) --------------------------------------------------
     async def step_begin(self, wod, registration, workshop, worker) -> bool:
@@ -418,46 +467,75 @@ class StepAPIHandler(WodAPIHandler):
             )
         return True
 
+    def _user(self, username: str | None):
+        lookup = getattr(self, "hub_user", None)
+        if lookup is not None:
+            return lookup(username)
+        return self.find_user(username) if username else None
+
     async def step_stop(self, wod, registration, workshop, worker) -> bool:
-        user = self.find_user(registration.username) if registration.username else None
+        user = self._user(registration.username)
         spawner = user.spawners.get("") if user is not None else None
         if spawner is not None and spawner.active:
             raise web.HTTPError(
                 409, f"{registration.username}'s server is still running: stop it first."
             )
+        if registration.stopped_at is not None:
+            return False
+        if getattr(self, "defer_stop", False):
+            # nothing to undo: recorded in the next step's transaction (one write fewer)
+            self.stop_pending = True
+            return True
         async with wod.db.begin_write() as session:
-            return await lifecycle.mark_step(session, registration.id, worker, "stop", utcnow())
+            return await lifecycle.mark_step(
+                session, registration.id, worker, "stop", utcnow(), renew=self.renewal()
+            )
+
+    async def record_pending_stop(self, session, registration, worker) -> None:
+        if getattr(self, "stop_pending", False):
+            await lifecycle.mark_step(session, registration.id, worker, "stop", utcnow())
+            self.stop_pending = False
 
     async def step_cleanup(self, wod, registration, workshop, worker) -> bool:
         if registration.cleaned_at is not None:
             return False
         settings = self.settings_()
-        home = await home_of(self, registration.username)
+        home = await home_of(self, registration.username, self._user(registration.username))
         await run_workshop_hook(wod, workshop, "cleanup", registration, home, settings.hook_timeout)
         completion = None
         if home is not None:
             notebooks = getattr(workshop, "notebooks", ()) if workshop else ()
             completion = await asyncio.to_thread(lifecycle.completion_from_home, home, notebooks)
         async with wod.db.begin_write() as session:
+            await self.record_pending_stop(session, registration, worker)
             return await lifecycle.mark_step(
-                session, registration.id, worker, "cleanup", utcnow(), completion=completion
+                session,
+                registration.id,
+                worker,
+                "cleanup",
+                utcnow(),
+                renew=self.renewal(),
+                completion=completion,
             )
 
     async def step_reset(self, wod, registration, workshop, worker) -> bool:
         if registration.reset_at is not None:
             return False
-        home = await home_of(self, registration.username)
+        home = await home_of(self, registration.username, self._user(registration.username))
         await run_workshop_hook(
             wod, workshop, "reset", registration, home, self.settings_().hook_timeout
         )
         async with wod.db.begin_write() as session:
-            return await lifecycle.mark_step(session, registration.id, worker, "reset", utcnow())
+            return await lifecycle.mark_step(
+                session, registration.id, worker, "reset", utcnow(), renew=self.renewal()
+            )
 
     async def step_purge(self, wod, registration, workshop, worker) -> bool:
         if registration.purged_at is not None:
             return False
         settings = self.settings_()
-        home = await home_of(self, registration.username)
+        user = self._user(registration.username)
+        home = await home_of(self, registration.username, user)
         if settings.kill_processes and registration.username:
             killed = await asyncio.to_thread(guard.kill_user_processes, registration.username)
             if killed:
@@ -468,11 +546,13 @@ class StepAPIHandler(WodAPIHandler):
             await asyncio.to_thread(guard.wipe_home, home, registration.username)
         # the hub user goes before the seat: the next participant of this seat must not
         # inherit a cookie, an API token or an OAuth token of this one
-        await delete_hub_user(self, registration.username)
+        await delete_hub_user(self, registration.username, user)
         async with wod.db.begin_write() as session:
-            await lifecycle.require_claim(session, registration.id, worker, utcnow())
+            # not claimed any more: mark_step raises and the release rolls back with it
             await release_seat(session, registration.id)
-            return await lifecycle.mark_step(session, registration.id, worker, "purge", utcnow())
+            return await lifecycle.mark_step(
+                session, registration.id, worker, "purge", utcnow(), renew=self.renewal()
+            )
 
     async def step_final_mail(self, wod, registration, workshop, worker) -> bool:
         settings = self.settings_()
@@ -482,11 +562,8 @@ class StepAPIHandler(WodAPIHandler):
                 f"wod/badge/{badge.public_id}.svg"
             )
 
+        mailed = registration.final_mail_at is None
         async with wod.db.begin_write() as session:
-            if (
-                await lifecycle.require_claim(session, registration.id, worker, utcnow())
-            ).final_mail_at:
-                return False
             await lifecycle.queue_end_mail(
                 session,
                 registration.id,
@@ -498,10 +575,15 @@ class StepAPIHandler(WodAPIHandler):
                 levels=settings.levels,
                 min_completion=settings.badge_min_completion,
                 badge_url_for=badge_urls,
+                renew=self.renewal(),
             )
-        if wod.sender is not None:
+            if getattr(self, "end_with_mail", False):
+                self.ended_with_mail = await lifecycle.finish(
+                    session, registration.id, worker, utcnow()
+                )
+        if mailed and wod.sender is not None:
             wod.sender.wake()
-        return True
+        return mailed
 
     async def step_end(self, wod, registration, workshop, worker) -> bool:
         needs_reset = bool(getattr(workshop, "reset", False))
@@ -515,6 +597,9 @@ class StepAPIHandler(WodAPIHandler):
 
 
 class FailureAPIHandler(WodAPIHandler):
+    """A service-side part of a step failed (e.g. the server would not stop): record it
+    like a hub-side failure (the worker takes the claim first if it is free)."""
+
     async def post(self, registration_id):
         wod = await self.wod_ready()
         data = self.body()
@@ -522,11 +607,15 @@ class FailureAPIHandler(WodAPIHandler):
         step = str(data.get("step") or "unknown")[:40]
         error = str(data.get("error") or "failed")
         retry_in = self.seconds(data, "retry_in", 60, maximum=24 * 3600)
+        rid = int(registration_id)
         async with wod.db.begin_write() as session:
-            await lifecycle.record_failure(
-                session, int(registration_id), worker, step, error, utcnow(), retry_in
-            )
-        self.json(await self.model(wod, int(registration_id)))
+            now = utcnow()
+            if not await lifecycle.claim(session, rid, worker, timedelta(seconds=60), now):
+                raise web.HTTPError(
+                    409, f"Registration {rid} is being processed by another worker."
+                )
+            await lifecycle.record_failure(session, rid, worker, step, error, now, retry_in)
+        self.json(await self.model(wod, rid))
 
 
 class UserEndAPIHandler(WodAPIHandler):
