@@ -46,9 +46,8 @@ c.Mailer.from_address = "workshops@localhost.localdomain"
 # ---- servers ------------------------------------------------------------------------
 # Development: one process per student under this machine's user, homes in ./run/homes.
 # Production on one machine: "wod" (system users, isolation, limits); containers: "wod-docker".
-c.JupyterHub.spawner_class = "simple"
+c.JupyterHub.spawner_class = "wod-simple"
 c.Spawner.home_dir_template = str(run / "homes" / "{username}")
-c.Spawner.default_url = "/lab"
 if os.getuid() == 0:
     c.Spawner.args = ["--ServerApp.allow_root=True"]
 
