@@ -206,7 +206,7 @@ class WorkshopSpawnerMixin(Configurable):
     ).tag(config=True)
 
     ready_poll_interval = Float(
-        0.1,
+        0.25,
         help="Seconds between checks that a new server is ready (to mark the registration active).",
     ).tag(config=True)
 
