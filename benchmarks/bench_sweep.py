@@ -141,8 +141,13 @@ async def expire_all(hub: HubProcess) -> None:
             ids = (await s.execute(select(Registration.id))).scalars().all()
             now = utcnow()
             await s.execute(
-                update(Registration.__table__).where(Registration.__table__.c.id == bindparam("rid")),
-                [{"rid": i, "expires_at": now - timedelta(seconds=rng.randint(60, 3600))} for i in ids],
+                update(Registration.__table__).where(
+                    Registration.__table__.c.id == bindparam("rid")
+                ),
+                [
+                    {"rid": i, "expires_at": now - timedelta(seconds=rng.randint(60, 3600))}
+                    for i in ids
+                ],
             )
     finally:
         await db.dispose()
@@ -173,7 +178,7 @@ async def wod(workdir: Path, n: int, servers: int, concurrency: int) -> tuple[fl
         .read_text()
         .replace("capacity: 10", f"capacity: {n}")
     )
-    extra = lifecycle_config(workdir / "wod") + (
+    extra = lifecycle_config(workdir / "wod", badges=False) + (
         "c.WorkshopAuthenticator.send_mail = False\nc.JupyterHub.concurrent_spawn_limit = 0\n"
     )
     hub = HubProcess(workdir / "wod", workshop_dirs=[workshops], extra_config=extra)

@@ -59,8 +59,12 @@ def make_workshop(
         path.chmod(0o755)
 
 
-def lifecycle_config(workdir: Path, service: list[str] | None = None) -> str:
+def lifecycle_config(workdir: Path, service: list[str] | None = None, badges: bool = True) -> str:
     managed = f', "command": {service!r}' if service else ""
+    # a badge at the first workshop, so that tests see one (the default starts at 3)
+    first_badge = (
+        '{1: "First Steps", 3: "Apprentice"}' if badges else "{3: 'Apprentice', 5: 'Expert'}"
+    )
     return textwrap.dedent(
         f"""
         c.JupyterHub.custom_scopes = {{
@@ -75,7 +79,7 @@ def lifecycle_config(workdir: Path, service: list[str] | None = None) -> str:
             {{"name": "wod-lifecycle", "scopes": {list(SCOPES)!r}, "services": ["wod-lifecycle"]}}
         )
         c.SimpleLocalProcessSpawner.home_dir_template = {str(workdir / "homes" / "{username}")!r}
-        c.LifecycleSettings.special_badges = {{1: "First Steps", 3: "Apprentice"}}
+        c.LifecycleSettings.special_badges = {first_badge}
         c.LifecycleSettings.badge_min_completion = 40
         c.Mailer.poll_interval = 0.3
         """

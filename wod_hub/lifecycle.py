@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from traitlets import Bool, Dict, Float, Integer, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
@@ -372,6 +374,9 @@ async def lock_out(
     await session.flush()
 
 
+_PENDING_EVENTS = "wod_lifecycle_events"
+
+
 def event(
     session: AsyncSession,
     kind: str,
@@ -380,9 +385,29 @@ def event(
     now: datetime,
     **detail,
 ):
-    session.add(
-        Event(at=now, actor=actor, kind=kind, registration_id=registration_id, detail=detail)
+    """Audit ``kind`` on the registration. Written when the transaction commits, all the
+    events of a transaction in one INSERT (an end path writes several per transaction)."""
+    session.sync_session.info.setdefault(_PENDING_EVENTS, []).append(
+        {
+            "at": now,
+            "actor": actor,
+            "kind": kind,
+            "registration_id": registration_id,
+            "detail": detail,
+        }
     )
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_events(session: Session) -> None:
+    rows = session.info.pop(_PENDING_EVENTS, None)
+    if rows:
+        session.execute(insert(Event), rows)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _drop_events(session: Session) -> None:
+    session.info.pop(_PENDING_EVENTS, None)
 
 
 async def begin_end(
