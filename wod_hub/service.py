@@ -355,7 +355,8 @@ class LifecycleService(Application):
         restarts = 0
         try:
             while step is not None:
-                server = model.get("server_active", True)
+                # unknown (due list): assume none; the hub's stop step answers 409 if one runs
+                server = model.get("server_active", False)
                 if step == "stop" and server:
                     await self.stop_server(model["username"])
                     server = False

@@ -267,11 +267,10 @@ class DueAPIHandler(WodAPIHandler):
         for r in rows:
             action = lifecycle.due_action(r, now, before)
             if action is not None:
-                model = registration_model(
-                    r, wod.catalog.workshops.get(r.workshop_id), action=action
+                # no server_active here (a hub user lookup per row): the stop step tells
+                items.append(
+                    registration_model(r, wod.catalog.workshops.get(r.workshop_id), action=action)
                 )
-                model["server_active"] = self.server_active(r.username)
-                items.append(model)
         self.json({"now": lifecycle.iso_z(now), "registrations": items})
 
 
@@ -467,14 +466,8 @@ class StepAPIHandler(WodAPIHandler):
             )
         return True
 
-    def _user(self, username: str | None):
-        lookup = getattr(self, "hub_user", None)
-        if lookup is not None:
-            return lookup(username)
-        return self.find_user(username) if username else None
-
     async def step_stop(self, wod, registration, workshop, worker) -> bool:
-        user = self._user(registration.username)
+        user = _hub_user(self, registration.username)
         spawner = user.spawners.get("") if user is not None else None
         if spawner is not None and spawner.active:
             raise web.HTTPError(
@@ -500,7 +493,7 @@ class StepAPIHandler(WodAPIHandler):
         if registration.cleaned_at is not None:
             return False
         settings = self.settings_()
-        home = await home_of(self, registration.username, self._user(registration.username))
+        home = await home_of(self, registration.username, _hub_user(self, registration.username))
         await run_workshop_hook(wod, workshop, "cleanup", registration, home, settings.hook_timeout)
         completion = None
         if home is not None:
@@ -521,7 +514,7 @@ class StepAPIHandler(WodAPIHandler):
     async def step_reset(self, wod, registration, workshop, worker) -> bool:
         if registration.reset_at is not None:
             return False
-        home = await home_of(self, registration.username, self._user(registration.username))
+        home = await home_of(self, registration.username, _hub_user(self, registration.username))
         await run_workshop_hook(
             wod, workshop, "reset", registration, home, self.settings_().hook_timeout
         )
@@ -534,7 +527,7 @@ class StepAPIHandler(WodAPIHandler):
         if registration.purged_at is not None:
             return False
         settings = self.settings_()
-        user = self._user(registration.username)
+        user = _hub_user(self, registration.username)
         home = await home_of(self, registration.username, user)
         if settings.kill_processes and registration.username:
             killed = await asyncio.to_thread(guard.kill_user_processes, registration.username)
@@ -704,3 +697,13 @@ def get_handlers():
         (base + r"/events", EventAPIHandler),
         (r"/api/wod/registrations/(\d+)/extend", AdminExtendAPIHandler),
     ]
+
+
+def _hub_user(handler, username: str | None):
+    """The hub user, through the handler's per-request cache when it has one.
+    A function, not a method: admin actions call the step functions with their own
+    handler (see admin_actions.run_steps)."""
+    lookup = getattr(handler, "hub_user", None)
+    if lookup is not None:
+        return lookup(username)
+    return handler.find_user(username) if username else None
