@@ -361,12 +361,29 @@ def _steps_to(target: str, needs_reset: bool) -> list[str]:
     return order[: order.index(target) + 1]
 
 
+class _StepHandler:
+    """The admin's request handler seen as a :class:`StepAPIHandler`: the step
+    functions (and the helpers they call on ``self``) run bound to this proxy, and
+    everything else (hub users, spawners, settings, log) is the admin's handler."""
+
+    def __init__(self, handler, step_class):
+        self._handler = handler
+        self._step_class = step_class
+
+    def __getattr__(self, name):
+        attr = getattr(self._step_class, name, None)
+        if callable(attr) and not isinstance(attr, type):
+            return attr.__get__(self)
+        return getattr(self._handler, name)
+
+
 async def end_path(wod, handler, registration: Registration, target: str, *, actor: str) -> dict:
     """Claim, begin the end if the session still runs, stop the server, then every step up
     to ``target`` with :class:`StepAPIHandler`'s step functions; a failure is recorded on
     the registration exactly as when the service hits it."""
     from .handlers.api_lifecycle import StepAPIHandler
 
+    handler = _StepHandler(handler, StepAPIHandler)
     rid = registration.id
     worker = f"{actor}:{secrets.token_hex(3)}"[:100]
     workshop = wod.catalog.workshops.get(registration.workshop_id)
