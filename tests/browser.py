@@ -20,8 +20,10 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    # module scope: Playwright's sync API keeps an event loop running in this thread
+    # while it is open, which would break asyncio.run() in the tests that follow
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: run `make setup` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
