@@ -184,6 +184,18 @@ class HubProcess:
         headers = {"Authorization": f"token {self.api_token}", **kw.pop("headers", {})}
         return requests.request(method, self.api_url + path, headers=headers, timeout=30, **kw)
 
+    def wait_for_user(self, name: str, timeout: float = 20) -> dict:
+        """The hub user ``name`` once it exists (wod-hub creates a registration's hub user
+        in the background, when registrations pause: see wod_hub.hubusers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.api("GET", f"/users/{name}")
+            if r.status_code == 200:
+                return r.json()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"hub user {name} not created within {timeout} s")
+            time.sleep(0.1)
+
     def browser_session(self) -> requests.Session:
         return requests.Session()
 

@@ -92,8 +92,10 @@ def person(tag: str, workshop: str = "WKSHP-Alpha", **kw) -> dict:
 def sign_up(hub: HubProcess, tag: str, workshop: str = "WKSHP-Alpha") -> dict:
     r = register(requests.Session(), hub, **person(tag, workshop))
     assert r.status_code == 200, r.text[-2000:]
+    username = re.search(r'id="wod-username">(student\d+)<', r.text).group(1)
+    hub.wait_for_user(username)  # the hub's admin panel / REST API see the student
     return {
-        "username": re.search(r'id="wod-username">(student\d+)<', r.text).group(1),
+        "username": username,
         "password": re.search(r'id="wod-password">([^<]+)<', r.text).group(1),
         "email": f"{tag}@example.org",
     }

@@ -365,6 +365,50 @@ async def test_begin_write_rolls_back_on_error(db):
         assert (await s.execute(select(func.count(Participant.id)))).scalar_one() == 0
 
 
+async def test_run_write_serializes_with_begin_write(db):
+    """Sync transactions (run_write: a worker thread on SQLite) and async ones
+    (begin_write) interleaved: no lost update, no "database is locked"."""
+    async with db.begin_write() as s:
+        s.add(
+            WorkshopRow(id="W", capacity=100, configured_capacity=100, range_min=1, range_max=100)
+        )
+
+    def bump_sync(session, by):
+        row = session.execute(
+            select(WorkshopRow).where(WorkshopRow.id == "W").with_for_update()
+        ).scalar_one()
+        row.seats_in_use = row.seats_in_use + by
+        return row.seats_in_use
+
+    async def bump_async():
+        async with db.begin_write() as s:
+            row = (
+                await s.execute(select(WorkshopRow).where(WorkshopRow.id == "W").with_for_update())
+            ).scalar_one()
+            await asyncio.sleep(0)
+            row.seats_in_use = row.seats_in_use + 1
+
+    seen = await asyncio.gather(
+        *(db.run_write(bump_sync, 1) for _ in range(20)), *(bump_async() for _ in range(20))
+    )
+    counts = [v for v in seen if v is not None]  # what each sync transaction committed
+    assert len(counts) == len(set(counts)) == 20
+    async with db.session() as s:
+        assert (await s.get(WorkshopRow, "W")).seats_in_use == 40
+
+
+async def test_run_write_rolls_back_on_error(db):
+    def add_then_fail(session):
+        session.add(Participant(email="x@example.org", first_name="A", last_name="L", company="AE"))
+        session.flush()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await db.run_write(add_then_fail)
+    async with db.session() as s:
+        assert (await s.execute(select(func.count(Participant.id)))).scalar_one() == 0
+
+
 async def test_sqlite_pragmas(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'w.sqlite'}")
     try:

@@ -172,6 +172,14 @@ def test_register_mail_link_login(hub, smtp):
     assert again.status_code == 403 and "already been used" in again.text
 
 
+def test_hub_user_exists_in_its_group_before_first_login(hub):
+    """The admin panel shows the student as soon as registrations pause, no login needed."""
+    r = register(requests.Session(), hub, **person(95))
+    username = re.search(r'id="wod-username">(student\d+)<', r.text).group(1)
+    user = hub.wait_for_user(username)
+    assert user["groups"] == ["WKSHP-Gamma"] and not user["admin"] and not user["server"]
+
+
 def test_password_fallback(hub):
     s = requests.Session()
     r = register(s, hub, **person(1))

@@ -140,7 +140,7 @@ async def test_one_live_registration_per_workshop_or_overall(db):
 
 
 async def test_on_registered_failure_leaves_nothing(db):
-    async def boom(session, result):
+    def boom(session, result):
         raise RuntimeError("mail queue down")
 
     with pytest.raises(RuntimeError):

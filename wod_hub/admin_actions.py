@@ -149,6 +149,7 @@ async def set_registration_open(wod, workshop_id: str, is_open: bool, *, actor: 
                     detail={"workshop": workshop_id},
                 )
             )
+    wod.seats_changed()
     state = "open" if is_open else "closed"
     return {
         "title": f"{workshop_id} is {state} for registration",

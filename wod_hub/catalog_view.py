@@ -1,6 +1,7 @@
 """What the login page shows of the catalog: cards with seats left and ribbons.
 
-``build_cards`` is pure; ``load_cards`` fetches the counters it needs.
+``build_cards`` is pure; ``load_cards`` fetches the counters it needs (``load_seat_rows``,
+exact at every view, and ``load_registrants``, the popularity ranking, which the hub caches).
 """
 
 from __future__ import annotations
@@ -86,12 +87,32 @@ def build_cards(
     return cards
 
 
-async def load_cards(session, catalog, popular_count: int = 10) -> list[WorkshopCard]:
-    rows = {
+def seat_rows(session) -> dict[str, dict]:
+    """Workshop id -> {"capacity", "in_use", "open"}: one row per workshop, cheap. Sync
+    code (a :class:`~sqlalchemy.orm.Session`, e.g. inside a registration transaction)."""
+    rows = session.execute(
+        select(
+            WorkshopRow.id,
+            WorkshopRow.capacity,
+            WorkshopRow.seats_in_use,
+            WorkshopRow.registration_open,
+        )
+    )
+    return {
         r.id: {"capacity": r.capacity, "in_use": r.seats_in_use, "open": r.registration_open}
-        for r in (await session.execute(select(WorkshopRow))).scalars()
+        for r in rows
     }
-    registrants = dict(
+
+
+async def load_seat_rows(session) -> dict[str, dict]:
+    """:func:`seat_rows` in an async session."""
+    return await session.run_sync(seat_rows)
+
+
+async def load_registrants(session) -> dict[str, int]:
+    """Workshop id -> distinct participants ever registered: a scan of all registrations,
+    worth caching (see :meth:`wod_hub.state.WodState.catalog_cards`)."""
+    return dict(
         (
             await session.execute(
                 select(
@@ -100,4 +121,9 @@ async def load_cards(session, catalog, popular_count: int = 10) -> list[Workshop
             )
         ).all()
     )
+
+
+async def load_cards(session, catalog, popular_count: int = 10) -> list[WorkshopCard]:
+    rows = await load_seat_rows(session)
+    registrants = await load_registrants(session)
     return build_cards(catalog.workshops.values(), rows, registrants, popular_count)

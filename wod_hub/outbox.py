@@ -37,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from . import orm
 from .mail import (
@@ -118,8 +119,8 @@ def check_context(template: str, context: dict, *, env: jinja2.Environment | Non
     return stored
 
 
-async def enqueue(
-    session: AsyncSession,
+def enqueue_sync(
+    session: Session,
     *,
     to: str,
     template: str,
@@ -128,7 +129,8 @@ async def enqueue(
     dedupe_key: str | None = None,
     env: jinja2.Environment | None = None,
 ) -> OutboxMessage | None:
-    """Queue an e-mail in the caller's transaction (nothing is committed here).
+    """Queue an e-mail in the caller's transaction (nothing is committed here). Sync code
+    (a :class:`~sqlalchemy.orm.Session`); :func:`enqueue` is the same for an async one.
 
     With a ``dedupe_key`` already queued, does nothing and returns None; the caller's
     transaction stays usable. Raises :class:`~wod_hub.mail.MailError` subclasses for an
@@ -156,7 +158,7 @@ async def enqueue(
     if dedupe_key is None:
         message = OutboxMessage(**values)
         session.add(message)
-        await session.flush()
+        session.flush()
         return message
 
     dialect = session.get_bind().dialect.name
@@ -166,17 +168,21 @@ async def enqueue(
             insert(OutboxMessage)
             .values(**values)
             .on_conflict_do_nothing(index_elements=[OutboxMessage.dedupe_key])
-            .returning(OutboxMessage.id)
+            .returning(OutboxMessage)
         )
-        new_id = (await session.execute(stmt)).scalar_one_or_none()
-        return None if new_id is None else await session.get(OutboxMessage, new_id)
+        return session.scalars(stmt).one_or_none()
     try:  # other dialects: a savepoint keeps the caller's transaction alive
-        async with session.begin_nested():
+        with session.begin_nested():
             message = OutboxMessage(**values)
             session.add(message)
         return message
     except IntegrityError:
         return None
+
+
+async def enqueue(session: AsyncSession, **kwargs) -> OutboxMessage | None:
+    """:func:`enqueue_sync` in an async session (the caller's transaction)."""
+    return await session.run_sync(lambda sync_session: enqueue_sync(sync_session, **kwargs))
 
 
 async def retry_message(

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from . import seats as seats_mod
 from .orm import LIVE_STATE_VALUES, Event, Participant, Registration, State, utcnow
@@ -147,8 +149,8 @@ class RegistrationResult:
     seat_generation: int
 
 
-async def register(
-    session,
+def register_sync(
+    session: Session,
     form: RegistrationForm,
     *,
     duration: timedelta,
@@ -158,17 +160,21 @@ async def register(
     on_registered=None,
     now: datetime | None = None,
 ) -> RegistrationResult:
-    """Run inside the caller's write transaction (``db.begin_write()``).
+    """Run inside the caller's write transaction: sync code, for
+    ``db.run_write(register_sync, form, ...)`` (on SQLite the whole transaction runs in a
+    worker thread, never waiting on the event loop while it holds the write lock);
+    :func:`register` is the same in an async session.
 
     ``password_hash_for(workshop_id, student_number, generation) -> str`` gives
     the stored hash of the seat's derived password; ``on_registered(session,
-    result)`` queues e-mails in the same transaction. Raises
+    result)`` (a plain function, given the sync session) queues e-mails in the same
+    transaction. Raises
     ``seats.WorkshopFull`` / ``seats.RegistrationClosed`` / :class:`AlreadyRegistered`;
     the caller's transaction then rolls back and nothing is stored.
     """
     now = now or utcnow()
-    participant = (
-        await session.execute(select(Participant).where(Participant.email == form.email))
+    participant = session.execute(
+        select(Participant).where(Participant.email == form.email)
     ).scalar_one_or_none()
     if participant is None:
         participant = Participant(
@@ -180,7 +186,7 @@ async def register(
             created_at=now,
         )
         session.add(participant)
-        await session.flush()
+        session.flush()
     else:
         participant.first_name = form.first_name
         participant.last_name = form.last_name
@@ -193,7 +199,7 @@ async def register(
     )
     if not one_per_email_overall:
         live = live.where(Registration.workshop_id == form.workshop_id)
-    count, existing_workshop = (await session.execute(live)).one()
+    count, existing_workshop = (session.execute(live)).one()
     if count:
         raise AlreadyRegistered(existing_workshop)
 
@@ -206,9 +212,9 @@ async def register(
         client_ip=client_ip,
     )
     session.add(registration)
-    await session.flush()
+    session.flush()
 
-    seat = await seats_mod.allocate_seat(session, form.workshop_id, registration.id)
+    seat = seats_mod.allocate_seat_sync(session, form.workshop_id, registration.id)
     registration.student_number = seat.student_number
     registration.username = seat.username
     if password_hash_for is not None:
@@ -234,6 +240,11 @@ async def register(
         seat_generation=seat.generation,
     )
     if on_registered is not None:
-        await on_registered(session, result)
-    await session.flush()
+        on_registered(session, result)
+    session.flush()
     return result
+
+
+async def register(session: AsyncSession, form: RegistrationForm, **kwargs) -> RegistrationResult:
+    """:func:`register_sync` in an async session (the caller's write transaction)."""
+    return await session.run_sync(register_sync, form, **kwargs)

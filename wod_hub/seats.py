@@ -31,6 +31,7 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from .orm import Seat, WorkshopRow, utcnow
 
@@ -363,8 +364,8 @@ def _log_report(report: SyncReport) -> None:
         )
 
 
-async def allocate_seat(
-    session: AsyncSession,
+def allocate_seat_sync(
+    session: Session,
     workshop_id: str,
     registration_id: int,
     *,
@@ -372,7 +373,8 @@ async def allocate_seat(
     student_number: int | None = None,
     even_if_closed: bool = False,
 ) -> Seat:
-    """Take the lowest free seat of ``workshop_id`` for ``registration_id``.
+    """Take the lowest free seat of ``workshop_id`` for ``registration_id`` (sync code: a
+    :class:`~sqlalchemy.orm.Session`; :func:`allocate_seat` is the same for an async one).
 
     ``student_number`` takes that seat instead (admin test registrations: ``wod-hub action
     CREATE``); ``even_if_closed`` lets an admin test a workshop before opening it. Both go
@@ -385,7 +387,7 @@ async def allocate_seat(
     now = now or utcnow()
     # (1) the counter, conditionally: this row update is the capacity gate (on PostgreSQL
     # it also row-locks the workshop until commit, so concurrent gates queue here)
-    taken = await session.execute(
+    taken = session.execute(
         update(WorkshopRow)
         .where(
             WorkshopRow.id == workshop_id,
@@ -398,10 +400,8 @@ async def allocate_seat(
     )
     gate = taken.first()
     if gate is None:
-        row = (
-            await session.execute(
-                select(WorkshopRow.registration_open).where(WorkshopRow.id == workshop_id)
-            )
+        row = session.execute(
+            select(WorkshopRow.registration_open).where(WorkshopRow.id == workshop_id)
         ).first()
         if row is None:
             raise UnknownWorkshop(workshop_id)
@@ -412,38 +412,43 @@ async def allocate_seat(
 
     # (2) the lowest free seat in range, locked (SKIP LOCKED: a concurrent transaction's
     # pick is skipped, not waited for; SQLite renders no lock and needs none)
-    seat = (
-        await session.execute(
-            select(Seat)
-            .where(
-                Seat.workshop_id == workshop_id,
-                Seat.registration_id.is_(None),
-                Seat.disabled.is_(False),
-                Seat.student_number.between(range_min, range_max),
-                *(() if student_number is None else (Seat.student_number == student_number,)),
-            )
-            .order_by(Seat.student_number)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
+    seat = session.execute(
+        select(Seat)
+        .where(
+            Seat.workshop_id == workshop_id,
+            Seat.registration_id.is_(None),
+            Seat.disabled.is_(False),
+            Seat.student_number.between(range_min, range_max),
+            *(() if student_number is None else (Seat.student_number == student_number,)),
         )
+        .order_by(Seat.student_number)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if seat is None:
         # capacity above the usable seats (disabled ones, or held by another workshop),
         # or the asked-for student number is taken
-        await _decrement(session, workshop_id)
+        session.execute(_decrement(workshop_id))
         raise WorkshopFull(workshop_id)
 
     # (3) hand it over; the unique constraint on registration_id is the safety net
     seat.registration_id = registration_id
     seat.allocated_at = now
-    await session.flush()
+    session.flush()
     return seat
 
 
-async def _decrement(session: AsyncSession, workshop_id: str) -> None:
-    """One seat back; a capacity held up above the catalog's follows it down."""
-    await session.execute(
+async def allocate_seat(
+    session: AsyncSession, workshop_id: str, registration_id: int, **kwargs
+) -> Seat:
+    """:func:`allocate_seat_sync` in an async session (the caller's write transaction)."""
+    return await session.run_sync(allocate_seat_sync, workshop_id, registration_id, **kwargs)
+
+
+def _decrement(workshop_id: str):
+    """The UPDATE giving one seat back; a capacity held up above the catalog's follows it down."""
+    return (
         update(WorkshopRow)
         .where(WorkshopRow.id == workshop_id, WorkshopRow.seats_in_use > 0)
         .values(
@@ -485,7 +490,7 @@ async def release_seat(session: AsyncSession, registration_id: int) -> Seat | No
     seat.password_hash = None
     seat.generation = seat.generation + 1
     await session.flush()
-    await _decrement(session, workshop_id)
+    await session.execute(_decrement(workshop_id))
 
     own = await session.get(WorkshopRow, workshop_id, populate_existing=True)
     if own is None or not own.range_min <= seat.student_number <= own.range_max:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,10 +18,12 @@ from sqlalchemy import select
 
 from . import tokens
 from .catalog import Catalog, load_catalog
+from .catalog_view import build_cards, load_registrants, load_seat_rows
 from .db import Database
+from .hubusers import HubUserCreator
 from .mail import Mailer, MailSender
-from .outbox import CancelMessage
 from .orm import LIVE_STATE_VALUES, OutboxMessage, Participant, Registration, Seat, utcnow
+from .outbox import CancelMessage
 from .personalize import StudentContext
 from .ratelimit import RateLimiter
 from .seats import sync_workshops
@@ -45,6 +48,9 @@ class WodState:
         self.email_limiter = RateLimiter(authenticator.registration_limit_per_email, window)
         self.recover_limiter = RateLimiter(authenticator.recover_limit_per_email, window)
         self._start_task: asyncio.Task | None = None
+        self._registrants: tuple[float, dict[str, int]] | None = None
+        self.hub_users = HubUserCreator(self.live_registrations)
+        self._seat_rows: tuple[float, dict[str, dict]] | None = None
 
     # ---- startup ---------------------------------------------------------
     def start(self) -> asyncio.Task:
@@ -85,11 +91,52 @@ class WodState:
         return catalog
 
     async def stop(self) -> None:
+        await self.hub_users.stop()
         if self.sender is not None:
             await self.sender.stop()
         await self.db.dispose()
 
     # ---- helpers used by handlers, spawner, mail ----------------------------
+    # Seats left on the login page: a view of at most SEATS_TTL seconds old (a registration
+    # here refreshes it with figures read in its own transaction; the registration POST
+    # decides anyway). "Popular" ranks workshops by distinct registrants ever, a scan of
+    # every registration: reused for POPULAR_TTL seconds.
+    SEATS_TTL = 1.0
+    POPULAR_TTL = 60.0
+
+    async def catalog_cards(self, popular_count: int) -> list:
+        """The login page's catalog cards (a rush views the page once per registrant)."""
+        now = time.monotonic()
+        fresh_rows = self._seat_rows is not None and now - self._seat_rows[0] < self.SEATS_TTL
+        fresh_popular = (
+            self._registrants is not None and now - self._registrants[0] < self.POPULAR_TTL
+        )
+        if not (fresh_rows and fresh_popular):
+            async with self.db.session() as session:
+                if not fresh_rows:
+                    self._seat_rows = (now, await load_seat_rows(session))
+                if not fresh_popular:
+                    self._registrants = (now, await load_registrants(session))
+        return build_cards(
+            self.catalog.workshops.values(), self._seat_rows[1], self._registrants[1], popular_count
+        )
+
+    def seats_changed(self, rows: dict[str, dict] | None = None) -> None:
+        """Seats moved in this process: ``rows`` as :func:`~wod_hub.catalog_view.seat_rows`
+        read them in the same transaction, or None to read them again at the next view."""
+        self._seat_rows = None if rows is None else (time.monotonic(), rows)
+
+    async def live_registrations(self, registration_ids: list[int]) -> set[int]:
+        """Those of ``registration_ids`` still live (registered, starting, running...)."""
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(Registration.id).where(
+                    Registration.id.in_(registration_ids),
+                    Registration.state.in_(LIVE_STATE_VALUES),
+                )
+            )
+            return set(rows)
+
     def seat_password(self, workshop_id: str, student_number: int, generation: int) -> str:
         return tokens.derive_secret(
             self.secret_key, "seat", workshop_id, student_number, generation

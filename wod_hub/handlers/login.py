@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from jupyterhub.handlers.login import LoginHandler
 
-from ..catalog_view import load_cards
 from .base import WodMixin
 from .participant import ended_notice
 
@@ -17,8 +16,7 @@ class WodLoginHandler(WodMixin, LoginHandler):
 
     async def _render(self, login_error=None, username=None, **kwargs):
         wod = await self.wod_ready()
-        async with wod.db.session() as session:
-            cards = await load_cards(session, wod.catalog, self.authenticator.popular_count)
+        cards = await wod.catalog_cards(self.authenticator.popular_count)
         form = kwargs.pop("wod_form", None) or {}
         if not form.get("workshop"):
             wanted = self.get_argument("workshop", default="")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import seats
-from ..mail import enqueue
-from ..registration import AlreadyRegistered, FormError, RegistrationForm, register
+from ..catalog_view import seat_rows
+from ..outbox import enqueue_sync
+from ..registration import AlreadyRegistered, FormError, RegistrationForm, register_sync
 from .login import REGISTRATION_FIELDS, WodLoginHandler
 
 
@@ -45,8 +46,8 @@ class RegisterHandler(WodLoginHandler):
 
         workshop = wod.catalog.workshops[form.workshop_id]
 
-        async def queue_welcome(session, result):
-            await enqueue(
+        def queue_welcome(session, result):
+            enqueue_sync(
                 session,
                 to=result.email,
                 template="welcome",
@@ -55,17 +56,20 @@ class RegisterHandler(WodLoginHandler):
                 dedupe_key=f"reg:{result.registration_id}:welcome",
             )
 
+        def transaction(session):
+            result = register_sync(
+                session,
+                form,
+                duration=workshop.duration,
+                one_per_email_overall=auth.one_registration_per == "email",
+                client_ip=self.client_ip,
+                password_hash_for=wod.seat_password_hash,
+                on_registered=queue_welcome,
+            )
+            return result, seat_rows(session)  # the login page's figures, as committed
+
         try:
-            async with wod.db.begin_write() as session:
-                result = await register(
-                    session,
-                    form,
-                    duration=workshop.duration,
-                    one_per_email_overall=auth.one_registration_per == "email",
-                    client_ip=self.client_ip,
-                    password_hash_for=wod.seat_password_hash,
-                    on_registered=queue_welcome,
-                )
+            result, rows = await wod.db.run_write(transaction)
         except seats.WorkshopFull:
             return await self._form_page(
                 409,
@@ -94,6 +98,7 @@ class RegisterHandler(WodLoginHandler):
                 },
             )
 
+        wod.seats_changed(rows)
         if wod.sender is not None:
             wod.sender.wake()
         password = wod.seat_password(workshop.id, result.student_number, result.seat_generation)
@@ -108,17 +113,12 @@ class RegisterHandler(WodLoginHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(html)
 
-        # Pre-provision the hub user (admin panel, group per workshop) once the
-        # participant has their answer. Best effort: the first login creates the
-        # user and syncs its group anyway (login_user -> auth_to_user).
-        try:
-            await self.auth_to_user(
-                {"name": result.username, "admin": False, "groups": [workshop.id]}
-            )
-        except Exception:
-            self.log.exception(
-                "Could not pre-create hub user %s; it is created at first login", result.username
-            )
+        # the hub user (admin panel, group per workshop), at the next quiet moment
+        wod.hub_users.add(
+            self,
+            {"name": result.username, "admin": False, "groups": [workshop.id]},
+            result.registration_id,
+        )
 
     def welcome_context(self, wod, workshop, form, result) -> dict:
         return {
