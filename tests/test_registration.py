@@ -153,3 +153,27 @@ async def test_on_registered_failure_leaves_nothing(db):
                 select(func.count()).select_from(Seat).where(Seat.registration_id.is_not(None))
             )
         ).scalar_one() == 0
+
+
+async def test_live_registrations_leave_out_ended_and_ending_ones(db):
+    """What the background hub-user creator asks before creating a student's hub user."""
+    from types import SimpleNamespace
+
+    from wod_hub.orm import State
+    from wod_hub.state import WodState
+
+    ids = []
+    for email in ("a@example.org", "b@example.org", "c@example.org"):
+        async with db.begin_write() as s:
+            ids.append(
+                (
+                    await register(
+                        s, parse(email=email, workshop="WKSHP-B"), duration=timedelta(hours=2)
+                    )
+                ).registration_id
+            )
+    async with db.begin_write() as s:
+        (await s.get(Registration, ids[1])).state = State.ended.value
+        (await s.get(Registration, ids[2])).ended_reason = "hub_user_deleted"
+    live = await WodState.live_registrations(SimpleNamespace(db=db), ids + [9999])
+    assert live == {ids[0]}

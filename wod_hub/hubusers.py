@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .aio import cancel_and_wait
+
 log = logging.getLogger("wod_hub.hubusers")
 
 
@@ -105,10 +107,5 @@ class HubUserCreator:
             await asyncio.sleep(0)  # requests first
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

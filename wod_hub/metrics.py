@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
+from .aio import cancel_and_wait
 from .orm import Base, OutboxMessage, OutboxState, Registration, State, WorkshopRow
 
 log = logging.getLogger("wod_hub.metrics")
@@ -221,13 +222,8 @@ class MetricsRefresher(LoggingConfigurable):
 
     async def stop(self) -> None:
         _refreshers.discard(self)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def poke(self) -> None:
         """Something changed: refresh soon. Safe from any thread."""

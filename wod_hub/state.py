@@ -127,12 +127,13 @@ class WodState:
         self._seat_rows = None if rows is None else (time.monotonic(), rows)
 
     async def live_registrations(self, registration_ids: list[int]) -> set[int]:
-        """Those of ``registration_ids`` still live (registered, starting, running...)."""
+        """Those of ``registration_ids`` still live and not being ended."""
         async with self.db.session() as session:
             rows = await session.scalars(
                 select(Registration.id).where(
                     Registration.id.in_(registration_ids),
                     Registration.state.in_(LIVE_STATE_VALUES),
+                    Registration.ended_reason.is_(None),  # e.g. its hub user was deleted
                 )
             )
             return set(rows)
