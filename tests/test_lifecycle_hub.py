@@ -499,3 +499,22 @@ def test_badge_awarded_once(hub):
         ).all()
 
     assert db_run(hub, per_participant) == []
+
+
+def test_bad_lifecycle_settings_stop_the_hub_at_start(tmp_path):
+    """A wrong c.LifecycleSettings value is reported when the hub starts, not at the first
+    session end hours later."""
+    make_workshop(tmp_path / "workshops", "WKSHP-Alpha", 1, 10)
+    hub = HubProcess(
+        tmp_path / "hub",
+        workshop_dirs=[tmp_path / "workshops"],
+        spawner="none",
+        extra_config="c.LifecycleSettings.badge_min_completion = 120\n",
+    )
+    try:
+        with pytest.raises(RuntimeError) as e:
+            hub.start(timeout=60)
+    finally:
+        hub.stop()
+    assert "the hub exited" in str(e.value)
+    assert "badge_min_completion must be between 0 and 100" in str(e.value)

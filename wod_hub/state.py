@@ -21,6 +21,7 @@ from .catalog import Catalog, load_catalog
 from .catalog_view import build_cards, load_registrants, load_seat_rows
 from .db import Database
 from .hubusers import HubUserCreator
+from .lifecycle.settings import LifecycleSettings
 from .mail import Mailer, MailSender
 from .orm import LIVE_STATE_VALUES, OutboxMessage, Participant, Registration, Seat, utcnow
 from .outbox import CancelMessage
@@ -51,6 +52,9 @@ class WodState:
         self._registrants: tuple[float, dict[str, int]] | None = None
         self.hub_users = HubUserCreator(self.live_registrations)
         self._seat_rows: tuple[float, dict[str, dict]] | None = None
+        # c.LifecycleSettings.*: validated here, when the hub starts (get_handlers), so a
+        # bad value stops the hub with its message instead of failing the first session end
+        self.lifecycle = LifecycleSettings(parent=authenticator)
 
     # ---- startup ---------------------------------------------------------
     def start(self) -> asyncio.Task:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,16 +39,13 @@ from ..orm import Badge, Participant, Registration, utcnow
 from ..seats import release_seat
 from .base import ADMIN_SCOPES, LIFECYCLE_SCOPES, WodMixin, require_any_scope
 
-_SETTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 MAX_TTL = 3600.0
 
 
 def lifecycle_settings(authenticator) -> LifecycleSettings:
-    """The hub's :class:`LifecycleSettings`, configured from jupyterhub_config.py."""
-    settings = _SETTINGS.get(authenticator)
-    if settings is None:
-        settings = _SETTINGS[authenticator] = LifecycleSettings(parent=authenticator)
-    return settings
+    """The hub's :class:`LifecycleSettings`, configured from jupyterhub_config.py (built, and
+    so validated, with the authenticator's :class:`~wod_hub.state.WodState` at hub start)."""
+    return authenticator.wod.lifecycle
 
 
 async def home_of(handler, username: str | None, user=False) -> Path | None:
