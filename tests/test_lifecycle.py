@@ -30,6 +30,7 @@ from wod_hub.orm import (
 
 NOW = datetime(2026, 11, 22, 12, 0, 0)
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 KEY = b"k" * 32
 
 
@@ -88,6 +89,9 @@ def test_next_step(kw, needs_reset, expected):
         ({"expires_at": NOW + 2 * HOUR}, None),
         ({"expires_at": NOW + timedelta(minutes=30)}, "reminder"),
         ({"expires_at": NOW + timedelta(minutes=30), "reminded_at": NOW}, None),
+        # extended after the reminder: one more before the new end, not right away
+        ({"expires_at": NOW + timedelta(minutes=50), "reminded_at": NOW - 50 * MINUTE}, None),
+        ({"expires_at": NOW + timedelta(minutes=50), "reminded_at": NOW - 70 * MINUTE}, "reminder"),
         ({"expires_at": NOW}, "end"),
         ({"expires_at": NOW - HOUR, "next_attempt_at": NOW + HOUR}, None),
         ({"state": "expired", "expires_at": NOW - HOUR}, "end"),
@@ -101,6 +105,8 @@ def test_next_step(kw, needs_reset, expected):
         "running",
         "reminder-due",
         "reminded",
+        "extended-just-reminded",
+        "extended-new-reminder",
         "expired-now",
         "backing-off",
         "ending",
@@ -267,7 +273,12 @@ async def db(any_db_url):
 
 
 async def new_registration(
-    db, workshop="WKSHP-A", email="ada@example.org", expires_at=NOW, state="active"
+    db,
+    workshop="WKSHP-A",
+    email="ada@example.org",
+    expires_at=NOW,
+    state="active",
+    reminded_at=None,
 ) -> int:
     async with db.begin_write() as s:
         participant = (
@@ -285,6 +296,7 @@ async def new_registration(
             state=state,
             created_at=NOW - HOUR,
             expires_at=expires_at,
+            reminded_at=reminded_at,
         )
         s.add(r)
         await s.flush()
@@ -521,6 +533,8 @@ async def test_due_clause_matches_due_action(db):
     cases = {
         "running": dict(expires_at=NOW + 3 * HOUR),
         "reminder": dict(expires_at=NOW + timedelta(minutes=30)),
+        "reminded": dict(expires_at=NOW + timedelta(minutes=30), reminded_at=NOW - 10 * MINUTE),
+        "re-reminder": dict(expires_at=NOW + timedelta(minutes=30), reminded_at=NOW - 2 * HOUR),
         "expired": dict(expires_at=NOW - timedelta(minutes=1)),
     }
     ids = {}
@@ -533,6 +547,21 @@ async def test_due_clause_matches_due_action(db):
             .all()
         )
         every = (await s.execute(select(Registration))).scalars().all()
-    assert {r.id for r in due} == {ids["reminder"], ids["expired"]}
+    assert {r.id for r in due} == {ids["reminder"], ids["re-reminder"], ids["expired"]}
     assert {r.id for r in every if lifecycle.due_action(r, NOW, HOUR)} == {r.id for r in due}
     assert json.dumps([r.id for r in due])  # plain ints
+
+
+async def test_reminder_once_then_once_more_after_an_extension(db):
+    rid = await new_registration(db, workshop="WKSHP-D", expires_at=NOW + 50 * MINUTE)
+    async with db.begin_write() as s:
+        assert await lifecycle.mark_reminded(s, rid, NOW, HOUR)
+        assert not await lifecycle.mark_reminded(s, rid, NOW + MINUTE, HOUR)  # once
+        await lifecycle.extend(s, rid, HOUR, NOW + 10 * MINUTE, by_participant=True, actor="p")
+    async with db.begin_write() as s:  # ends at NOW + 110 min now
+        r = await s.get(Registration, rid)
+        assert lifecycle.due_action(r, NOW + 20 * MINUTE, HOUR) is None  # not right after
+        assert not await lifecycle.mark_reminded(s, rid, NOW + 20 * MINUTE, HOUR)
+        assert lifecycle.due_action(r, NOW + 60 * MINUTE, HOUR) == "reminder"
+        assert await lifecycle.mark_reminded(s, rid, NOW + 60 * MINUTE, HOUR)
+        assert not await lifecycle.mark_reminded(s, rid, NOW + 61 * MINUTE, HOUR)

@@ -291,6 +291,29 @@ def test_reminder_sent_once(hub, smtp):
     assert registration(hub, rid).reminded_at is not None
 
 
+def test_one_more_reminder_before_the_new_end_after_an_extension(hub, smtp):
+    _, username, rid = signup(hub, smtp, "again@example.org")
+    set_expiry(hub, rid, timedelta(minutes=30))
+    svc = service(hub)
+    assert sweep(svc)[0].reminders == 1
+
+    # the participant extended; 90 minutes later the new end is 30 minutes away
+    async def reminded_long_ago(s):
+        await s.execute(
+            update(Registration)
+            .where(Registration.id == rid)
+            .values(reminded_at=utcnow() - timedelta(minutes=90))
+        )
+
+    db_run(hub, reminded_long_ago)
+    set_expiry(hub, rid, timedelta(minutes=31))
+    assert [sweep(svc)[0].reminders, sweep(svc)[0].reminders] == [1, 0]
+    reminder = lambda m: "again@example.org" in m["To"] and " left in " in str(m["Subject"])  # noqa: E731
+    smtp.wait_for_count(reminder, 2, timeout=15)
+    settle()
+    assert len(mails(smtp, "again@example.org", " left in ")) == 2
+
+
 def test_expiry_end_to_end(hub, smtp):
     browser, username, rid = signup(hub, smtp, "ada@example.org")
     me = browser.get(hub.hub_url + "api/wod/me", timeout=10)

@@ -106,7 +106,7 @@ class LifecycleService(Application):
 
     reminder_before = Float(
         3600.0,
-        help="Seconds before the end of a session at which the reminder e-mail goes out (once).",
+        help="Seconds before the end of a session at which the reminder e-mail goes out (once; once more before the new end after an extension).",
     ).tag(config=True)
 
     claim_ttl = Float(
@@ -333,7 +333,10 @@ class LifecycleService(Application):
 
     # ---- reminder --------------------------------------------------------------------------
     async def remind(self, item: dict) -> bool:
-        result = await self.hub.post(f"/wod/lifecycle/registrations/{item['id']}/reminder")
+        result = await self.hub.post(
+            f"/wod/lifecycle/registrations/{item['id']}/reminder",
+            {"reminder_before": self.reminder_before},
+        )
         if result["sent"]:
             self.log.info("Reminder queued for %s (registration %s)", item["username"], item["id"])
         return bool(result["sent"])

@@ -7,7 +7,7 @@ All under ``/hub/api/wod/lifecycle/`` and protected by ``custom:wod:lifecycle``
     GET  registrations/{id}                       one registration's lifecycle model
     POST registrations/{id}/claim     {worker, ttl}     take/renew the claim (409: someone else's)
     POST registrations/{id}/release   {worker}
-    POST registrations/{id}/reminder  {}                queue the reminder once
+    POST registrations/{id}/reminder  {reminder_before}  queue the reminder (once per end time)
     POST registrations/{id}/steps/{step} {worker, ttl}  begin|stop|cleanup|reset|purge|final_mail|end
     POST registrations/{id}/failure   {worker, step, error, retry_in}
     POST users/{name}/end             {reason}          make a running session due now (process guard)
@@ -40,6 +40,7 @@ from ..seats import release_seat
 from .base import ADMIN_SCOPES, LIFECYCLE_SCOPES, WodMixin, require_any_scope
 
 MAX_TTL = 3600.0
+MAX_REMINDER = 7 * 24 * 3600.0
 
 
 def lifecycle_settings(authenticator) -> LifecycleSettings:
@@ -312,12 +313,14 @@ class ReminderAPIHandler(WodAPIHandler):
 
         wod = await self.wod_ready()
         rid = int(registration_id)
+        # the service's reminder_before: a second reminder only before a new end (extension)
+        before = self.seconds(self.body(), "reminder_before", 3600.0, maximum=MAX_REMINDER)
         now = utcnow()
         async with wod.db.begin_write() as session:
             registration = await session.get(Registration, rid)
             if registration is None:
                 raise web.HTTPError(404, f"No registration {rid}.")
-            sent = await lifecycle.mark_reminded(session, rid, now)
+            sent = await lifecycle.mark_reminded(session, rid, now, before)
             if sent:
                 participant = await session.get(Participant, registration.participant_id)
                 workshop = wod.catalog.workshops.get(registration.workshop_id)
@@ -335,7 +338,8 @@ class ReminderAPIHandler(WodAPIHandler):
                     template="reminder",
                     context=context,
                     registration_id=rid,
-                    dedupe_key=f"reg:{rid}:reminder",
+                    # one per end time: an extension's new end gets its own
+                    dedupe_key=f"reg:{rid}:reminder:{registration.expires_at.isoformat()}",
                 )
                 lifecycle.event(session, "reminder", rid, "lifecycle", now)
         if sent and wod.sender is not None:

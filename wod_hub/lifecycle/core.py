@@ -79,9 +79,24 @@ def due_action(registration: Registration, now: datetime, reminder_before: timed
         if registration.next_attempt_at is not None and registration.next_attempt_at > now:
             return None
         return "end"
-    if registration.reminded_at is None and registration.expires_at - reminder_before <= now:
+    if registration.expires_at - reminder_before <= now and reminder_allowed(
+        registration.reminded_at, now, reminder_before
+    ):
         return "reminder"
     return None
+
+
+def reminder_allowed(reminded_at: datetime | None, now: datetime, reminder_before: timedelta):
+    """A reminder goes out in the last ``reminder_before`` of a session, unless one went out
+    within the last ``reminder_before``: once per session, and once more before a new end
+    after an extension (never right after the participant extended)."""
+    return reminded_at is None or reminded_at <= now - reminder_before
+
+
+def reminder_allowed_clause(now: datetime, reminder_before: timedelta):
+    """The SQL twin of :func:`reminder_allowed`."""
+    R = Registration
+    return or_(R.reminded_at.is_(None), R.reminded_at <= now - reminder_before)
 
 
 def due_clause(now: datetime, reminder_before: timedelta):
@@ -93,7 +108,7 @@ def due_clause(now: datetime, reminder_before: timedelta):
         and_(R.state.in_(RUNNING_STATES), R.expires_at <= now, retry_ok),
         and_(
             R.state.in_(RUNNING_STATES),
-            R.reminded_at.is_(None),
+            reminder_allowed_clause(now, reminder_before),
             R.expires_at > now,
             R.expires_at <= now + reminder_before,
         ),

@@ -26,6 +26,7 @@ from .core import (
     badges_reached,
     counts_as_completed,
     final_context,
+    reminder_allowed_clause,
     special_badge_context,
 )
 
@@ -255,15 +256,20 @@ async def record_failure(
     )
 
 
-async def mark_reminded(session: AsyncSession, registration_id: int, now: datetime) -> bool:
-    """Record the reminder once (conditional UPDATE); the caller queues the e-mail in
-    the same transaction when this returns True."""
+async def mark_reminded(
+    session: AsyncSession,
+    registration_id: int,
+    now: datetime,
+    reminder_before: timedelta = timedelta(hours=1),
+) -> bool:
+    """Record the reminder (conditional UPDATE: see :func:`reminder_allowed`); the caller
+    queues the e-mail in the same transaction when this returns True."""
     R = Registration
     result = await session.execute(
         update(R)
         .where(
             R.id == registration_id,
-            R.reminded_at.is_(None),
+            reminder_allowed_clause(now, reminder_before),
             R.state.in_(RUNNING_STATES),
             R.expires_at > now,
         )
