@@ -45,6 +45,9 @@ class RegisterHandler(WodLoginHandler):
             )
 
         workshop = wod.catalog.workshops[form.workshop_id]
+        client_ip = self.client_ip
+        # queue_welcome and transaction run in a worker thread on SQLite (db.run_write):
+        # they touch only the session and plain values, never the request
 
         def queue_welcome(session, result):
             enqueue_sync(
@@ -62,7 +65,7 @@ class RegisterHandler(WodLoginHandler):
                 form,
                 duration=workshop.duration,
                 one_per_email_overall=auth.one_registration_per == "email",
-                client_ip=self.client_ip,
+                client_ip=client_ip,
                 password_hash_for=wod.seat_password_hash,
                 on_registered=queue_welcome,
             )
