@@ -1,7 +1,7 @@
 """What the login page shows of the catalog: cards with seats left and ribbons.
 
-``build_cards`` is pure; ``load_cards`` fetches the counters it needs (``load_seat_rows``,
-exact at every view, and ``load_registrants``, the popularity ranking, which the hub caches).
+``build_cards`` is pure; ``seat_rows`` / ``load_seat_rows`` and ``load_registrants`` read the
+counters it needs (:meth:`wod_hub.state.WodState.catalog_cards` caches them).
 """
 
 from __future__ import annotations
@@ -121,9 +121,3 @@ async def load_registrants(session) -> dict[str, int]:
             )
         ).all()
     )
-
-
-async def load_cards(session, catalog, popular_count: int = 10) -> list[WorkshopCard]:
-    rows = await load_seat_rows(session)
-    registrants = await load_registrants(session)
-    return build_cards(catalog.workshops.values(), rows, registrants, popular_count)

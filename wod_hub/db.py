@@ -274,7 +274,7 @@ class Database:
         :meth:`begin_write`.
         """
         if self._write_lock is None:
-            async with self._begin_write() as session:
+            async with self.begin_write() as session:
                 return await session.run_sync(fn, *args, **kwargs)
         async with self._write_lock:
             return await asyncio.to_thread(self._run_write_sync, fn, args, kwargs)

@@ -26,7 +26,7 @@ log = logging.getLogger("wod_hub.hubusers")
 
 @dataclass
 class _Pending:
-    handler: object  # a JupyterHub BaseHandler (its auth_to_user / find_user)
+    handler: object  # a JupyterHub BaseHandler (its auth_to_user)
     auth_model: dict
     registration_id: int
     since: float

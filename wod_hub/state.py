@@ -49,9 +49,9 @@ class WodState:
         self.email_limiter = RateLimiter(authenticator.registration_limit_per_email, window)
         self.recover_limiter = RateLimiter(authenticator.recover_limit_per_email, window)
         self._start_task: asyncio.Task | None = None
+        self._seat_rows: tuple[float, dict[str, dict]] | None = None  # see catalog_cards
         self._registrants: tuple[float, dict[str, int]] | None = None
         self.hub_users = HubUserCreator(self.live_registrations)
-        self._seat_rows: tuple[float, dict[str, dict]] | None = None
         # c.LifecycleSettings.*: validated here, when the hub starts (get_handlers), so a
         # bad value stops the hub with its message instead of failing the first session end
         self.lifecycle = LifecycleSettings(parent=authenticator)

@@ -61,9 +61,7 @@ class LifecycleHost:
     (``find_user``, ``stop_single_user``, ``log``...): see :func:`admin_actions.end_path`."""
 
     def settings_(self):
-        from .api_lifecycle import lifecycle_settings
-
-        return lifecycle_settings(self.authenticator)
+        return self.authenticator.wod.lifecycle
 
 
 class AdminPageHandler(LifecycleHost, WodHandler):

@@ -43,12 +43,6 @@ MAX_TTL = 3600.0
 MAX_REMINDER = 7 * 24 * 3600.0
 
 
-def lifecycle_settings(authenticator) -> LifecycleSettings:
-    """The hub's :class:`LifecycleSettings`, configured from jupyterhub_config.py (built, and
-    so validated, with the authenticator's :class:`~wod_hub.state.WodState` at hub start)."""
-    return authenticator.wod.lifecycle
-
-
 async def home_of(handler, username: str | None, user=False) -> Path | None:
     """The student's home directory on this machine: the wod spawners' ``wod_home()``,
     a local spawner's ``home_dir``, else the system account's home; None if none.
@@ -197,7 +191,8 @@ class WodAPIHandler(WodMixin, APIHandler):
         return timedelta(seconds=value)
 
     def settings_(self) -> LifecycleSettings:
-        return lifecycle_settings(self.authenticator)
+        """``c.LifecycleSettings``, built (and validated) with WodState at hub start."""
+        return self.authenticator.wod.lifecycle
 
     def hub_user(self, username: str | None):
         """``find_user``, once per request (a hub database query)."""

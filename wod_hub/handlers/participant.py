@@ -226,7 +226,7 @@ class BadgeHandler(WodHandler):
             if row is None:
                 raise web.HTTPError(404, "There is no such badge. Check the link you were given.")
             badge, first_name, participant_id = row
-            settings = lifecycle_settings(self.authenticator)
+            settings = wod.lifecycle
             completed = await lifecycle.completed_workshops(
                 session, participant_id, settings.badge_min_completion
             )
@@ -251,12 +251,6 @@ class BadgeHandler(WodHandler):
             self.set_header("Cache-Control", "public, max-age=86400")
             return self.finish(await self.render_template("wod/badge.svg", **ns))
         self.finish(await self.render_template("wod/badge.html", **ns))
-
-
-def lifecycle_settings(authenticator):
-    from .api_lifecycle import lifecycle_settings as settings
-
-    return settings(authenticator)
 
 
 def get_handlers():
